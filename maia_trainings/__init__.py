@@ -1,0 +1,46 @@
+"""maia-trainings: a Flask service that queues, schedules and runs scoring-model trainings.
+
+Settings (defaults in ``maia_trainings.config``; override in ``<instance>/config.py`` or as
+environment variables ``MAIA_<KEY>``; ``MAIA_INSTANCE_PATH`` chooses the instance folder):
+
+- ``DATABASE_URL``: SQLAlchemy URL; default ``sqlite:///<instance>/trainings.sqlite3``.
+- ``SQLITE_BUSY_TIMEOUT``: seconds a SQLite connection waits for a competing writer.
+- ``MAX_CONTENT_LENGTH``: largest request body in bytes (1 MiB); larger ones get 413.
+- ``MODELS_DIR``: folder every ``binaryPath`` is relative to; default ``<instance>/models``.
+- ``DEFAULT_PAGE_SIZE``: page size of ``GET /trainings`` without ``_limit`` (100).
+- ``TOKEN_TOUCH_INTERVAL``: seconds between writes of a token's ``last_used_at`` (60).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from . import cli, config, db, errors
+from .api import bp
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: package defaults, then instance/config.py, MAIA_* variables, test_config."""
+    instance_path = os.environ.get("MAIA_INSTANCE_PATH")
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        instance_path=os.path.abspath(instance_path) if instance_path else None,
+    )
+    app.config.from_object(config)
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.from_prefixed_env("MAIA")
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config["MODELS_DIR"] = app.config["MODELS_DIR"] or os.path.join(app.instance_path, "models")
+
+    db.init_app(app)
+    errors.init_app(app)
+    cli.init_app(app)
+    app.register_blueprint(bp)
+    return app

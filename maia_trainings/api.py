@@ -1,0 +1,80 @@
+"""The HTTP routes: each view authorises, parses, validates, calls the store and renders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, request
+
+from . import db, store
+from .auth import can_read, can_write, current_actor
+from .exceptions import NotFound, Unavailable
+from .formats import parse_body, render
+from .schemas import dump_training, dump_trainings, load_training, parse_list_query
+
+bp = Blueprint("api", __name__)
+
+
+def _models_dir() -> Path:
+    return Path(current_app.config["MODELS_DIR"])
+
+
+def _training_id(raw: str) -> int:
+    # Ids are strings in the API; anything that is not one of ours is simply not found.
+    if not raw.isdigit() or len(raw) > 18:
+        raise NotFound()
+    return int(raw)
+
+
+@bp.post("/trainings")
+@can_write
+def create_training() -> Response:
+    fields = load_training(parse_body(), models_dir=_models_dir())
+    training, _created = store.create_training(db.get_session(), fields, actor=current_actor())
+    return render(dump_training(training))
+
+
+@bp.get("/trainings")
+@can_read
+def list_trainings() -> Response:
+    query = parse_list_query(request.args, default_limit=current_app.config["DEFAULT_PAGE_SIZE"])
+    return render(dump_trainings(store.list_trainings(db.get_session(), query)))
+
+
+@bp.get("/trainings/count")
+@can_read
+def count_trainings() -> Response:
+    query = parse_list_query(request.args, default_limit=0)
+    return render(store.count_trainings(db.get_session(), query.filters), root="count")
+
+
+@bp.get("/trainings/<training_id>")
+@can_read
+def get_training(training_id: str) -> Response:
+    return render(dump_training(store.get_training(db.get_session(), _training_id(training_id))))
+
+
+@bp.put("/trainings/<training_id>")
+@can_write
+def update_training(training_id: str) -> Response:
+    key = _training_id(training_id)
+    fields = load_training(parse_body(), models_dir=_models_dir(), partial=True)
+    training = store.update_training(db.get_session(), key, fields, actor=current_actor())
+    return render(dump_training(training))
+
+
+@bp.delete("/trainings/<training_id>")
+@can_write
+def delete_training(training_id: str) -> Response:
+    training = store.delete_training(db.get_session(), _training_id(training_id))
+    return render(dump_training(training))
+
+
+@bp.get("/healthz")
+def health() -> Response:
+    try:
+        counts = store.status_counts(db.get_session())
+    except Exception as exc:
+        current_app.logger.exception("health check could not reach the database")
+        raise Unavailable("the database is not reachable") from exc
+    return render({"status": "ok", "database": "ok", "trainings": counts}, root="health")

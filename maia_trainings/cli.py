@@ -1,0 +1,140 @@
+"""The ``flask --app maia_trainings trainings`` commands for operators."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from marshmallow import ValidationError
+from werkzeug.datastructures import MultiDict
+
+from . import db, store
+from .exceptions import ServiceError
+from .models import SCOPES, WRITE_SCOPE
+from .schemas import dump_training, dump_trainings, format_timestamp, parse_list_query
+
+trainings = AppGroup("trainings", help="Operate the trainings service.")
+token = AppGroup("token", help="Create, list and revoke API tokens.")
+trainings.add_command(token)
+trainings.add_command(db.init_db_command)
+
+LIST_COLUMNS = ("id", "uuid", "status", "version", "accuracy", "attempts", "created_at")
+
+
+def _fail(exc: ServiceError) -> None:
+    raise click.ClickException(exc.message or str(exc))
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--scope", type=click.Choice(SCOPES), default=WRITE_SCOPE, show_default=True)
+@click.option(
+    "--if-missing", is_flag=True, help="Do nothing (and say so) if an active token NAME exists."
+)
+def token_create(name: str, scope: str, if_missing: bool) -> None:
+    """Create a token NAME; the token is printed once, as the last line."""
+    db.init_db()
+    with db.database().session() as session:
+        if if_missing and store.find_active_token(session, name) is not None:
+            click.echo(
+                f"A token named {name!r} already exists; its secret was shown when it was made.\n"
+                "Make another with: flask --app maia_trainings trainings token create NAME"
+            )
+            return
+        try:
+            new = store.create_token(session, name, scope)
+        except ServiceError as exc:
+            _fail(exc)
+    click.echo(f"Created the {scope} token {name!r}. It is shown only now; keep it safe:")
+    click.echo(new.secret)
+
+
+@token.command("list")
+def token_list() -> None:
+    """List tokens (names, scopes and use; never the secrets)."""
+    with db.database().session() as session:
+        rows = [
+            (
+                t.name,
+                t.scope,
+                format_timestamp(t.created_at),
+                format_timestamp(t.last_used_at) if t.last_used_at else "never",
+                "revoked " + format_timestamp(t.revoked_at) if t.revoked_at else "active",
+            )
+            for t in store.list_tokens(session)
+        ]
+    _table(("name", "scope", "created", "last used", "state"), rows)
+
+
+@token.command("revoke")
+@click.argument("name")
+def token_revoke(name: str) -> None:
+    """Revoke the active token NAME; requests using it get 403 from now on."""
+    with db.database().session() as session:
+        try:
+            store.revoke_token(session, name)
+        except ServiceError as exc:
+            _fail(exc)
+    click.echo(f"Revoked the token {name!r}.")
+
+
+@trainings.command("list")
+@click.option("--status", multiple=True, help="Only trainings in this status (repeatable).")
+@click.option("--limit", type=int, default=50, show_default=True, help="-1 for all.")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead of a table.")
+def list_command(status: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """List trainings, newest first."""
+    args = MultiDict(
+        [("status", s) for s in status] + [("_sort", "id:DESC"), ("_limit", str(limit))]
+    )
+    try:
+        query = parse_list_query(args, default_limit=limit)
+    except ValidationError as exc:
+        raise click.BadParameter(json.dumps(exc.messages)) from None
+    with db.database().session() as session:
+        rows = dump_trainings(store.list_trainings(session, query))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    _table(LIST_COLUMNS, [tuple(row[c] for c in LIST_COLUMNS) for row in rows])
+
+
+@trainings.command("show")
+@click.argument("training_id", type=int)
+def show_command(training_id: int) -> None:
+    """Print one training as the API shows it."""
+    with db.database().session() as session:
+        try:
+            training = store.get_training(session, training_id)
+        except ServiceError:
+            raise click.ClickException(f"no training with id {training_id}") from None
+        click.echo(json.dumps(dump_training(training), indent=2))
+
+
+@trainings.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--threads", type=int, default=8, show_default=True)
+def serve_command(host: str, port: int, threads: int) -> None:
+    """Serve the API with waitress."""
+    import waitress
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    db.init_db(app)
+    click.echo(f"Serving maia-trainings on http://{host}:{port}")
+    waitress.serve(app, host=host, port=port, threads=threads, ident="maia-trainings")
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
+    cells = [headers, *[tuple("" if v is None else str(v) for v in row) for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        click.echo(
+            "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(trainings)

@@ -1,0 +1,143 @@
+"""The database engine and sessions built from DATABASE_URL; the only place SQLite is special."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from flask import Flask, current_app, g
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from .models import Base
+
+EXTENSION = "maia_trainings.db"
+# Execution option that marks a session's transaction as a write (see `writing`).
+WRITE_OPTION = "maia_write"
+
+
+def build_engine(url: str, *, busy_timeout: float = 30) -> Engine:
+    """An engine for ``url``; SQLite files get WAL, a busy timeout and case-sensitive LIKE."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
+    engine = create_engine(
+        url,
+        # Connections are cheap to open and a pool would pin them to threads that may die.
+        poolclass=NullPool,
+        connect_args={"timeout": busy_timeout, "check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, decide when transactions begin (see "begin" below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers go on while one writer commits.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # In WAL mode NORMAL is still durable against application crashes.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        # LIKE behaves as on PostgreSQL, so the `_containss` filter means the same everywhere.
+        cursor.execute("PRAGMA case_sensitive_like=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        # A plain BEGIN upgrades to a write lock mid-transaction, which SQLite may refuse
+        # at once with "database is locked"; BEGIN IMMEDIATE waits for the lock instead.
+        immediate = conn.get_execution_options().get(WRITE_OPTION)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """The engine and session factory of one app."""
+
+    def __init__(self, url: str, *, busy_timeout: float = 30) -> None:
+        self.url = url
+        self.engine = build_engine(url, busy_timeout=busy_timeout)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False, info={"database": self})
+        # SQLite has one writer at a time; threads that queue here are woken the moment it
+        # is free, where SQLite's busy handler would have them sleep and poll.
+        self.write_lock = (
+            threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
+
+    def create_all(self) -> None:
+        Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session for work outside a request (CLI, worker threads), closed afterwards."""
+        with self.sessions() as session:
+            yield session
+
+
+def database(app: Flask | None = None) -> Database:
+    return (app or current_app).extensions[EXTENSION]
+
+
+def database_of(session: Session) -> Database:
+    return session.info["database"]
+
+
+def get_session() -> Session:
+    """The session of the current request, opened on first use and closed at teardown."""
+    if "db_session" not in g:
+        g.db_session = database().sessions()
+    return g.db_session
+
+
+def _close_session(_exc: BaseException | None = None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()
+
+
+@contextmanager
+def writing(session: Session) -> Iterator[Session]:
+    """One write transaction on ``session``, committed at the end and rolled back on error."""
+    if session.in_transaction():
+        # A snapshot from earlier reads could not be upgraded to a write in SQLite.
+        session.commit()
+    with database_of(session).write_lock:
+        session.connection(execution_options={WRITE_OPTION: True})
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def init_db(app: Flask | None = None) -> None:
+    """Create the tables that do not exist yet."""
+    database(app).create_all()
+
+
+@click.command("init-db")
+def init_db_command() -> None:
+    """Create the database tables (safe to run again)."""
+    init_db()
+    click.echo(f"Initialised the database at {database().url}.")
+
+
+def init_app(app: Flask) -> None:
+    url = app.config["DATABASE_URL"] or "sqlite:///" + os.path.join(
+        app.instance_path, "trainings.sqlite3"
+    )
+    app.config["DATABASE_URL"] = url
+    app.extensions[EXTENSION] = Database(url, busy_timeout=app.config["SQLITE_BUSY_TIMEOUT"])
+    app.teardown_appcontext(_close_session)

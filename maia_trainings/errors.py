@@ -1,0 +1,79 @@
+"""The one error body, {code, message[, errors]}, for every failure the API can answer with."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from . import formats
+from .exceptions import ServiceError
+
+log = logging.getLogger(__name__)
+
+# The texts the original API documentation gives, and ours for the statuses it does not name.
+MESSAGES = {
+    400: "the request is invalid",
+    403: "this operation requires authentication",
+    404: "the resource was not found",
+    405: "this method is not allowed on this resource",
+    406: "no acceptable response type was offered",
+    409: "the request conflicts with the resource's current state",
+    413: "the request body is too large",
+    415: "the request body's content type is not supported",
+    500: "unexpected error",
+    503: "the service is temporarily unavailable",
+}
+VALIDATION_MESSAGE = "the request has invalid fields"
+
+
+def error_response(
+    code: int,
+    message: str | None = None,
+    errors: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {"code": code, "message": message or MESSAGES.get(code, MESSAGES[500])}
+    if errors:
+        body["errors"] = errors
+    try:
+        mimetype = formats.negotiate()
+    except formats.FormatError:
+        mimetype = formats.JSON  # the error must be said somehow
+    return formats.render(body, code, root="error", mimetype=mimetype, headers=headers)
+
+
+def _http_error(exc: HTTPException) -> Response:
+    # Werkzeug's descriptions are prose for HTML pages; the documented messages are used instead.
+    headers = {k: v for k, v in exc.get_headers() if k.lower() == "allow"}
+    return error_response(exc.code or 500, headers=headers)
+
+
+def _format_error(exc: formats.FormatError) -> Response:
+    return error_response(exc.code, exc.message)
+
+
+def _service_error(exc: ServiceError) -> Response:
+    return error_response(exc.code, exc.message, exc.errors)
+
+
+def _validation_error(exc: ValidationError) -> Response:
+    errors = exc.messages if isinstance(exc.messages, Mapping) else {"_body": exc.messages}
+    return error_response(400, VALIDATION_MESSAGE, errors)
+
+
+def _unexpected_error(exc: Exception) -> Response:
+    log.exception("unexpected error while handling a request")
+    return error_response(500)
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(ServiceError, _service_error)
+    app.register_error_handler(formats.FormatError, _format_error)
+    app.register_error_handler(ValidationError, _validation_error)
+    app.register_error_handler(Exception, _unexpected_error)
