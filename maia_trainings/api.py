@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from pathlib import Path
+from typing import Any, cast
 
 from flask import Blueprint, Response, current_app, request
 
 from . import db, store
-from .auth import can_read, can_write, current_actor
+from .auth import View, can_read, can_write, current_actor
 from .exceptions import NotFound, Unavailable
-from .formats import parse_body, render
+from .formats import negotiate, parse_body, render
 from .schemas import dump_training, dump_trainings, load_training, parse_list_query
 
 bp = Blueprint("api", __name__)
+# How ids are rendered: ASCII digits without leading zeros, small enough for any database.
+ID_PATTERN = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def writes(view: View) -> View:
+    """Decorator for views that change data: a write token, then an acceptable response type.
+
+    Negotiating first means a client that could not read the answer gets 406 before anything
+    is written; authenticating before that keeps the documented 403 for a missing token.
+    """
+
+    @functools.wraps(view)
+    def negotiated(*args: Any, **kwargs: Any) -> Response:
+        negotiate()
+        return view(*args, **kwargs)
+
+    return can_write(cast(View, negotiated))
 
 
 def _models_dir() -> Path:
@@ -20,14 +40,14 @@ def _models_dir() -> Path:
 
 
 def _training_id(raw: str) -> int:
-    # Ids are strings in the API; anything that is not one of ours is simply not found.
-    if not raw.isdigit() or len(raw) > 18:
+    # Ids are strings in the API; anything but the digits we render is simply not found.
+    if not ID_PATTERN.fullmatch(raw):
         raise NotFound()
     return int(raw)
 
 
 @bp.post("/trainings")
-@can_write
+@writes
 def create_training() -> Response:
     fields = load_training(parse_body(), models_dir=_models_dir())
     training, _created = store.create_training(db.get_session(), fields, actor=current_actor())
@@ -55,7 +75,7 @@ def get_training(training_id: str) -> Response:
 
 
 @bp.put("/trainings/<training_id>")
-@can_write
+@writes
 def update_training(training_id: str) -> Response:
     key = _training_id(training_id)
     fields = load_training(parse_body(), models_dir=_models_dir(), partial=True)
@@ -64,7 +84,7 @@ def update_training(training_id: str) -> Response:
 
 
 @bp.delete("/trainings/<training_id>")
-@can_write
+@writes
 def delete_training(training_id: str) -> Response:
     training = store.delete_training(db.get_session(), _training_id(training_id))
     return render(dump_training(training))

@@ -12,6 +12,8 @@ from xml.etree.ElementTree import Element, SubElement, tostring
 import defusedxml.ElementTree
 from defusedxml import DefusedXmlException
 from flask import Request, Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 JSON = "application/json"
 XML = "application/xml"
@@ -25,6 +27,8 @@ XML_ROOT = "item"
 XML_LIST_ROOT = "items"
 # Valid XML element names; anything else is written as <entry key="...">.
 _XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+# Characters XML 1.0 cannot carry at all, not even escaped.
+NOT_XML_CHARACTERS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 class FormatError(Exception):
@@ -40,11 +44,11 @@ def parse_body(req: Request | None = None) -> dict[str, Any]:
     """The request body as a flat mapping of field names to values, whatever its format."""
     req = req or request
     mimetype = req.mimetype
-    if mimetype == MULTIPART:
-        return _from_multipart(req)
     data = req.get_data(cache=True)
     if not data.strip():
         return {}
+    if mimetype == MULTIPART:
+        return _from_multipart(data, req.mimetype_params.get("boundary", ""))
     if mimetype == JSON or mimetype.endswith("+json"):
         return _from_json(data)
     if mimetype in (XML, TEXT_XML) or mimetype.endswith("+xml"):
@@ -123,10 +127,33 @@ def _from_form(data: bytes) -> dict[str, Any]:
     return _single_values(pairs)
 
 
-def _from_multipart(req: Request) -> dict[str, Any]:
-    if req.files:
-        raise FormatError("file uploads are not accepted; send fields only")
-    return _single_values(list(req.form.items(multi=True)))
+def _from_multipart(data: bytes, boundary: str) -> dict[str, Any]:
+    # Werkzeug's form parser forgives truncated bodies and undecodable text; this one may not.
+    if not boundary:
+        raise FormatError("the multipart body has no boundary parameter")
+    decoder = MultipartDecoder(boundary.encode("latin-1"), max_parts=1000)
+    decoder.receive_data(data)
+    decoder.receive_data(None)
+    pairs: list[tuple[str, str]] = []
+    chunks: list[bytes] = []
+    name = ""
+    try:
+        while not isinstance(event := decoder.next_event(), Epilogue):
+            if isinstance(event, File):
+                raise FormatError("file uploads are not accepted; send fields only")
+            if isinstance(event, Field):
+                name, chunks = event.name, []
+            elif isinstance(event, Data):
+                chunks.append(event.data)
+                if not event.more_data:
+                    pairs.append((name, b"".join(chunks).decode("utf-8")))
+            elif isinstance(event, NeedData):  # although everything was given: cut short
+                raise FormatError("the multipart body is truncated")
+    except UnicodeDecodeError:
+        raise FormatError("the multipart body is not valid UTF-8") from None
+    except (ValueError, RequestEntityTooLarge):
+        raise FormatError("the multipart body is malformed") from None
+    return _single_values(pairs)
 
 
 # Rendering -------------------------------------------------------------------------------
@@ -154,7 +181,8 @@ def render(
     """``payload`` as JSON or XML, as the request's Accept header prefers."""
     mimetype = mimetype or negotiate()
     if mimetype == JSON:
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        # ASCII escapes keep any text a client managed to send (a lone surrogate) encodable.
+        body = json.dumps(payload, separators=(",", ":"))
     else:
         element = Element(XML_LIST_ROOT if isinstance(payload, list) else root)
         _fill_xml(element, payload)
@@ -171,7 +199,7 @@ def _fill_xml(element: Element, value: Any) -> None:
             if _XML_NAME.match(key):
                 child = SubElement(element, key)
             else:
-                child = SubElement(element, "entry", key=key)
+                child = SubElement(element, "entry", key=_xml_text(key))
             _fill_xml(child, item)
     elif isinstance(value, list):
         for item in value:
@@ -179,4 +207,9 @@ def _fill_xml(element: Element, value: Any) -> None:
     elif isinstance(value, bool):
         element.text = "true" if value else "false"
     elif value is not None:
-        element.text = str(value)
+        element.text = _xml_text(str(value))
+
+
+def _xml_text(text: str) -> str:
+    """``text`` with what XML cannot carry (stored before it was refused, or echoed) replaced."""
+    return NOT_XML_CHARACTERS.sub("\ufffd", text)

@@ -24,8 +24,9 @@ SCOPES = (READ_SCOPE, WRITE_SCOPE)
 
 
 def utcnow() -> datetime:
-    """The current time, timezone-aware in UTC."""
-    return datetime.now(UTC)
+    """The current time in UTC, to the millisecond: the precision the API shows and filters by."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

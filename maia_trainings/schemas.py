@@ -22,6 +22,7 @@ from marshmallow import (
 )
 from werkzeug.datastructures import MultiDict
 
+from .formats import NOT_XML_CHARACTERS
 from .models import STATUSES, Training
 from .store import Filter, ListQuery
 
@@ -68,7 +69,11 @@ class Timestamp(fields.AwareDateTime):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
         if isinstance(value, str) and value.endswith(("z", "Z")):
             value = value[:-1] + "+00:00"
-        return to_milliseconds(super()._deserialize(value, attr, data, **kwargs))
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return to_milliseconds(moment)
+        except OverflowError:  # 9999-12-31T23:59:59-01:00 is past the last UTC datetime
+            raise self.make_error("invalid", input=value, obj_type=self.OBJ_TYPE) from None
 
 
 class MetaText(fields.Field):
@@ -81,12 +86,24 @@ class MetaText(fields.Field):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         if isinstance(value, Mapping):
-            value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            try:
+                value = json.dumps(
+                    value, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+                )
+            except ValueError:  # a number JSON text cannot hold, such as 1e999 read as infinity
+                raise self.make_error("invalid") from None
         if not isinstance(value, str):
             raise self.make_error("invalid")
+        plain_text(value)
         if len(value.encode("utf-8", "surrogatepass")) > MAX_META_BYTES:
             raise self.make_error("too_long")
         return value
+
+
+def plain_text(value: str) -> None:
+    """Text every response format can carry: no control characters but tab and newlines."""
+    if NOT_XML_CHARACTERS.search(value):
+        raise ValidationError("Must not contain control characters or invalid Unicode.")
 
 
 def _printable(value: str) -> None:
@@ -133,9 +150,9 @@ class TrainingIn(Schema):
     binary_path = fields.String(
         data_key="binaryPath",
         allow_none=True,
-        validate=[validate.Length(max=1024), check_relative_path],
+        validate=[validate.Length(max=1024), check_relative_path, plain_text],
     )
-    version = fields.String(allow_none=True, validate=validate.Length(max=64))
+    version = fields.String(allow_none=True, validate=[validate.Length(max=64), plain_text])
     meta = MetaText(allow_none=True)
     scheduled_at = Timestamp(allow_none=True)
 
@@ -320,7 +337,9 @@ def _bounded_int(name: str, raw: str, *, minimum: int) -> int:
 def _sort(raw: str) -> tuple[tuple[str, bool], ...]:
     order = []
     for part in raw.split(","):
-        field_name, _, direction = part.strip().partition(":")
+        field_name, colon, direction = part.strip().partition(":")
+        if colon and not direction:
+            raise ValidationError("The direction must be ASC or DESC.", "_sort")
         if field_name not in QUERY_FIELDS:
             raise ValidationError(f"Cannot sort by {field_name!r}.", "_sort")
         if direction.upper() not in ("", "ASC", "DESC"):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, false, func, not_, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, false, func, not_, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -101,7 +101,7 @@ def _filter_clause(flt: Filter) -> ColumnElement[bool]:
 
 
 def _where(filters: Iterable[Filter]) -> ColumnElement[bool]:
-    return and_(*(_filter_clause(flt) for flt in filters))
+    return and_(true(), *(_filter_clause(flt) for flt in filters))
 
 
 def list_trainings(session: Session, query: ListQuery) -> Sequence[Training]:

@@ -1,0 +1,158 @@
+"""Fixtures: an app on a temporary SQLite file, tokens of each scope, and a real server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+
+from maia_trainings import create_app, db, store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def instance_path(tmp_path: Path) -> Path:
+    path = tmp_path / "instance"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def app(instance_path: Path) -> Flask:
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": f"sqlite:///{instance_path / 'test.sqlite3'}",
+            "MODELS_DIR": str(instance_path / "models"),
+        }
+    )
+    db.init_db(app)
+    return app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
+
+
+def make_token(app: Flask, name: str, scope: str = "write") -> str:
+    with app.app_context(), db.database(app).session() as session:
+        return store.create_token(session, name, scope).secret
+
+
+@pytest.fixture
+def write_token(app: Flask) -> str:
+    return make_token(app, "writer", "write")
+
+
+@pytest.fixture
+def read_token(app: Flask) -> str:
+    return make_token(app, "reader", "read")
+
+
+def bearer(token: str, **headers: str) -> dict[str, str]:
+    """Request headers carrying ``token``, plus any others given."""
+    return {"Authorization": f"Bearer {token}", **headers}
+
+
+@pytest.fixture
+def auth(write_token: str) -> dict[str, str]:
+    """Headers of a client holding a write token."""
+    return bearer(write_token)
+
+
+# A real server --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    port: int
+    token: str
+    process: subprocess.Popen[bytes]
+    instance: Path
+
+
+def flask_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "flask", "--app", "maia_trainings", *args]
+
+
+def server_env(instance: Path, **settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAIA_")}
+    env["MAIA_INSTANCE_PATH"] = str(instance)
+    env.update({f"MAIA_{key}": value for key, value in settings.items()})
+    return env
+
+
+def start_server(instance: Path, **settings: str) -> Server:
+    """Initialise ``instance``, make a token and serve it with waitress in a subprocess."""
+    env = server_env(instance, **settings)
+    out = subprocess.run(
+        flask_command("trainings", "token", "create", "tester"),
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    token = out.strip().splitlines()[-1]
+    port = free_port()
+    process = subprocess.Popen(
+        flask_command("trainings", "serve", "--port", str(port)),
+        env=env,
+        cwd=instance,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1):
+                break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(
+                    process.stderr.read().decode() if process.stderr else ""
+                ) from None
+            time.sleep(0.05)
+    return Server(url=url, port=port, token=token, process=process, instance=instance)
+
+
+def stop_server(server: Server) -> None:
+    if server.process.poll() is None:
+        server.process.terminate()
+        try:
+            server.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    running = start_server(tmp_path / "server-instance")
+    yield running
+    stop_server(running)
