@@ -1,5 +1,10 @@
-"""The WSGI entry point: ``app`` for waitress, gunicorn or any other WSGI server."""
+"""The WSGI entry point: ``app`` for waitress, gunicorn or any other WSGI server.
 
-from maia_trainings import create_app
+Importing it also starts the process's dispatcher (unless SCHEDULER_ENABLED is off), so the
+server that imports it runs trainings too; it stops, re-queueing what runs, when the process exits.
+"""
+
+from maia_trainings import create_app, scheduler
 
 app = create_app()
+scheduler.start(app)

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 from flask import Blueprint, Response, current_app, request
 
-from . import db, store
+from . import db, scheduler, store
 from .auth import View, can_read, can_write, current_actor
 from .exceptions import NotFound, Unavailable
 from .formats import negotiate, parse_body, render
@@ -51,6 +51,7 @@ def _training_id(raw: str) -> int:
 def create_training() -> Response:
     fields = load_training(parse_body(), models_dir=_models_dir())
     training, _created = store.create_training(db.get_session(), fields, actor=current_actor())
+    scheduler.wake()
     return render(dump_training(training))
 
 
@@ -80,6 +81,7 @@ def update_training(training_id: str) -> Response:
     key = _training_id(training_id)
     fields = load_training(parse_body(), models_dir=_models_dir(), partial=True)
     training = store.update_training(db.get_session(), key, fields, actor=current_actor())
+    scheduler.wake()  # a new scheduled_at may have made it due
     return render(dump_training(training))
 
 
@@ -88,6 +90,21 @@ def update_training(training_id: str) -> Response:
 def delete_training(training_id: str) -> Response:
     training = store.delete_training(db.get_session(), _training_id(training_id))
     return render(dump_training(training))
+
+
+@bp.post("/trainings/<training_id>/cancel")
+@bp.post("/trainings/cancel/<training_id>")  # the path a later revision of the API documented
+@writes
+def cancel_training(training_id: str) -> Response:
+    training = store.cancel_training(db.get_session(), _training_id(training_id))
+    return render(dump_training(training))
+
+
+@bp.get("/trainings/<training_id>/log")
+@can_read
+def training_log(training_id: str) -> Response:
+    training = store.get_training(db.get_session(), _training_id(training_id))
+    return Response(training.log or "", mimetype="text/plain")
 
 
 @bp.get("/healthz")

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import click
 from flask import Flask, current_app
@@ -10,10 +16,11 @@ from flask.cli import AppGroup
 from marshmallow import ValidationError
 from werkzeug.datastructures import MultiDict
 
-from . import db, store
+from . import db, runner, scheduler, store
 from .exceptions import ServiceError
-from .models import SCOPES, WRITE_SCOPE
+from .models import CANCELLED, FAILED, QUEUED, SCOPES, SUCCEEDED, WRITE_SCOPE, Training
 from .schemas import dump_training, dump_trainings, format_timestamp, parse_list_query
+from .store import Filter
 
 trainings = AppGroup("trainings", help="Operate the trainings service.")
 token = AppGroup("token", help="Create, list and revoke API tokens.")
@@ -118,13 +125,116 @@ def show_command(training_id: int) -> None:
 @click.option("--port", type=int, default=8080, show_default=True)
 @click.option("--threads", type=int, default=8, show_default=True)
 def serve_command(host: str, port: int, threads: int) -> None:
-    """Serve the API with waitress."""
+    """Serve the API with waitress, and run trainings unless SCHEDULER_ENABLED is off.
+
+    SIGTERM or SIGINT stops serving; running trainings get SHUTDOWN_GRACE seconds to finish,
+    then go back to the queue without spending an attempt. A second signal stops them at once.
+    """
     import waitress
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     db.init_db(app)
+    dispatcher = scheduler.start(app)
+
+    def stop(signum: int, _frame: object) -> None:
+        if dispatcher is not None and dispatcher.stopping:
+            dispatcher.shutdown_signal.request(0)
+        raise SystemExit(128 + signum)  # waitress closes its sockets and returns
+
     click.echo(f"Serving maia-trainings on http://{host}:{port}")
-    waitress.serve(app, host=host, port=port, threads=threads, ident="maia-trainings")
+    try:
+        with _on_signals(stop):
+            waitress.serve(app, host=host, port=port, threads=threads, ident="maia-trainings")
+    finally:
+        if dispatcher is not None:
+            click.echo("Stopping: running trainings get SHUTDOWN_GRACE seconds to finish.")
+            dispatcher.shutdown()
+
+
+@trainings.command("run-pending")
+@click.option("--workers", type=int, default=None, help="Trainings at once [default: WORKERS].")
+@click.option("--limit", type=int, default=None, help="Run at most this many trainings.")
+@click.option(
+    "--include-scheduled",
+    "horizon",
+    type=float,
+    default=0.0,
+    metavar="SECONDS",
+    help="Also wait for and run trainings scheduled within the next SECONDS.",
+)
+def run_pending_command(workers: int | None, limit: int | None, horizon: float) -> None:
+    """Run every due training in the foreground until none is left (safe beside a server).
+
+    Exits with 0 when every training it ran succeeded, 1 when any failed or was interrupted.
+    """
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    db.init_db(app)
+    shutdown = runner.Shutdown()
+    grace = float(app.config["SHUTDOWN_GRACE"])
+    _on_signals(
+        lambda _signum, _frame: shutdown.request(0 if shutdown.requested.is_set() else grace)
+    )
+    with db.database(app).session() as session:
+        expected = store.count_trainings(session, [Filter("status", "eq", (QUEUED,))])
+    report = _FinishedReport(expected)
+    with report:
+        outcomes = scheduler.run_pending(
+            app,
+            workers=workers or int(app.config["WORKERS"]),
+            limit=limit,
+            horizon=horizon,
+            shutdown=shutdown,
+            on_finished=report.finished,
+        )
+    failed = [tid for tid, status in outcomes.items() if status in (FAILED, QUEUED)]
+    click.echo(
+        f"{len(outcomes)} trainings run: "
+        f"{sum(1 for s in outcomes.values() if s == SUCCEEDED)} succeeded, "
+        f"{sum(1 for s in outcomes.values() if s == FAILED)} failed, "
+        f"{sum(1 for s in outcomes.values() if s == QUEUED)} back in the queue, "
+        f"{sum(1 for s in outcomes.values() if not s)} cancelled."
+    )
+    sys.exit(1 if failed else 0)
+
+
+class _FinishedReport:
+    """A progress bar on a terminal; elsewhere (cron, logs) one line per finished training."""
+
+    def __init__(self, expected: int) -> None:
+        self.interactive = sys.stdout.isatty()
+        self.bar = click.progressbar(length=max(expected, 1), label="trainings", show_pos=True)
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> _FinishedReport:
+        if self.interactive:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.interactive:
+            self.bar.__exit__(*exc)  # type: ignore[arg-type]
+
+    def finished(self, training: Training, status: str) -> None:
+        with self.lock:
+            if not self.interactive:
+                click.echo(f"training {training.id} ({training.uuid}): {status or CANCELLED}")
+                return
+            if self.bar.pos >= self.bar.length:
+                self.bar.length += 1
+            self.bar.update(1)
+
+
+@contextmanager
+def _on_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """Handle SIGTERM and SIGINT with ``handler`` while the block runs."""
+    previous = {
+        signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def _table(headers: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:

@@ -12,3 +12,26 @@ MODELS_DIR: str | None = None
 DEFAULT_PAGE_SIZE = 100
 # Seconds between writes of a token's last_used_at (each use would cost a write).
 TOKEN_TOUCH_INTERVAL = 60
+
+# The function that trains a model, as "package.module:function" (see maia_trainings.trainers).
+TRAINER = "maia_trainings.trainers.demo:train"
+# Run trainings inside the server process; False serves the API only (run-pending does the work).
+SCHEDULER_ENABLED = True
+# Trainings run at the same time by one server.
+WORKERS = 2
+# Seconds between looks at the database for work other processes queued and for dead runs.
+POLL_INTERVAL = 5.0
+# Seconds a claimed training stays claimed without a heartbeat before others may take it over.
+LEASE_SECONDS = 30.0
+# Seconds between heartbeats of a running training (progress, log, cancel checks).
+HEARTBEAT_INTERVAL = 1.0
+# Attempts a training gets when its run dies or its trainer asks to be retried.
+MAX_ATTEMPTS = 3
+# Seconds before the first retry; each further retry waits twice as long.
+RETRY_DELAY = 10.0
+# Seconds a run may take before it is stopped and failed as "timed out".
+MAX_RUNTIME = 3600.0
+# Seconds running trainings get to finish on shutdown before they are stopped and re-queued.
+SHUTDOWN_GRACE = 30.0
+# Bytes of a run's log kept (its beginning and its end).
+LOG_LIMIT = 64 * 1024

@@ -75,6 +75,16 @@ class Training(Base):
     updated_by: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    progress: Mapped[float | None] = mapped_column(Float)
+    # Further figures a trainer reported, as a JSON object's text.
+    metrics: Mapped[str | None] = mapped_column(Text)
+    # The run's output (stdout, stderr, the trainer's log), kept to LOG_LIMIT bytes.
+    log: Mapped[str | None] = mapped_column(Text)
+    # Who runs it and until when that claim holds unless renewed (see store.claim_next).
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A retried training waits in the queue until then (exponential back-off).
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # SHA-256 of the creating request's fields: a retried POST with the same uuid is
     # recognised as the same request even after the training was edited.
     request_fingerprint: Mapped[str] = mapped_column(String(64))
@@ -82,6 +92,7 @@ class Training(Base):
     __table_args__ = (
         # The queue looks for due work by status and time.
         Index("ix_trainings_status_scheduled_at", "status", "scheduled_at"),
+        Index("ix_trainings_status_lease_expires_at", "status", "lease_expires_at"),
     )
 
 

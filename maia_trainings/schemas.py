@@ -42,6 +42,8 @@ READ_ONLY_FIELDS = frozenset(
         "updated_at",
         "attempts",
         "error",
+        "progress",
+        "metrics",
     }
 )
 
@@ -196,6 +198,10 @@ class TrainingOut(Schema):
     updated_at = Timestamp()
     attempts = fields.Integer()
     error = fields.String()
+    progress = fields.Float()
+    metrics = fields.Function(
+        lambda training: json.loads(training.metrics) if training.metrics else None
+    )
 
 
 training_in = TrainingIn()
@@ -248,6 +254,7 @@ QUERY_FIELDS: dict[str, tuple[str, str]] = {
     "updated_at": ("updated_at", TIME),
     "attempts": ("attempts", INT),
     "error": ("error", TEXT),
+    "progress": ("progress", FLOAT),
 }
 # Strapi v3's operators, longest suffix first so that `_ncontainss` is not read as `_ncontains`.
 OPERATORS = (

@@ -19,11 +19,14 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from .db import writing
 from .exceptions import Conflict, InvalidRequest, NotFound
 from .models import (
+    CANCELLED,
+    FAILED,
     PENDING_STATUSES,
     QUEUED,
     RUNNING,
     SCHEDULED,
     STATUSES,
+    SUCCEEDED,
     ApiToken,
     Training,
     utcnow,
@@ -323,3 +326,305 @@ def authenticate(
             )
         token.last_used_at = now
     return token
+
+
+# The queue ---------------------------------------------------------------------------------
+# Every state change below is one conditional UPDATE whose row count says whether it happened:
+# two processes may race for the same row, and exactly one of them wins.
+
+FINAL_FIELDS = ("accuracy", "precission", "mae", "rmse", "version")
+
+
+def _release(**values: Any) -> dict[str, Any]:
+    """Values that end a run's claim on its training."""
+    return {"lease_owner": None, "lease_expires_at": None, **values}
+
+
+def promote_due(session: Session, *, now: datetime | None = None) -> int:
+    """Queue the scheduled trainings whose time has come; returns how many."""
+    now = now or utcnow()
+    due = and_(Training.status == SCHEDULED, Training.scheduled_at <= now)
+    # A read first: most looks find nothing, and need not wait for the write lock to say so.
+    if session.scalar(select(Training.id).where(due).limit(1)) is None:
+        session.commit()
+        return 0
+    with writing(session):
+        result = session.execute(update(Training).where(due).values(status=QUEUED, updated_at=now))
+    return result.rowcount
+
+
+def _due_clause(now: datetime) -> ColumnElement[bool]:
+    return and_(
+        Training.status == QUEUED,
+        or_(Training.not_before.is_(None), Training.not_before <= now),
+    )
+
+
+def claim_next(
+    session: Session, owner: str, *, lease_seconds: float, now: datetime | None = None
+) -> Training | None:
+    """Claim the oldest due training for ``owner`` (one attempt more); None if none is due."""
+    now = now or utcnow()
+    while True:
+        candidates = session.scalars(
+            select(Training.id).where(_due_clause(now)).order_by(Training.id).limit(8)
+        ).all()
+        if not candidates:
+            session.commit()  # end the read snapshot
+            return None
+        for training_id in candidates:
+            with writing(session):
+                result = session.execute(
+                    update(Training)
+                    .where(Training.id == training_id, _due_clause(now))
+                    .values(
+                        status=RUNNING,
+                        attempts=Training.attempts + 1,
+                        lease_owner=owner,
+                        lease_expires_at=now + timedelta(seconds=lease_seconds),
+                        progress=0.0,
+                        error=None,
+                        started_at=None,
+                        finished_at=None,
+                        updated_at=now,
+                    )
+                )
+            if result.rowcount == 1:
+                return get_training(session, training_id)
+        # Every candidate was taken by someone else meanwhile: look again.
+
+
+def _owned(training_id: int, owner: str) -> ColumnElement[bool]:
+    return and_(
+        Training.id == training_id, Training.status == RUNNING, Training.lease_owner == owner
+    )
+
+
+def _update_owned(session: Session, training_id: int, owner: str, **values: Any) -> bool:
+    with writing(session):
+        result = session.execute(
+            update(Training).where(_owned(training_id, owner)).values(**values)
+        )
+    return result.rowcount == 1
+
+
+def heartbeat(
+    session: Session,
+    training_id: int,
+    owner: str,
+    *,
+    lease_seconds: float,
+    now: datetime | None = None,
+    **values: Any,
+) -> bool:
+    """Renew ``owner``'s lease (and record ``values``); False when the run no longer owns it."""
+    now = now or utcnow()
+    return _update_owned(
+        session,
+        training_id,
+        owner,
+        lease_expires_at=now + timedelta(seconds=lease_seconds),
+        **values,
+    )
+
+
+def finish(
+    session: Session,
+    training_id: int,
+    owner: str,
+    *,
+    results: Mapping[str, Any],
+    now: datetime | None = None,
+) -> bool:
+    """Record a successful run's results; False when the run no longer owned the training."""
+    now = now or utcnow()
+    values = {name: results[name] for name in FINAL_FIELDS if results.get(name) is not None}
+    if results.get("metrics") is not None:
+        values["metrics"] = json.dumps(results["metrics"], sort_keys=True, allow_nan=False)
+    for name in ("binary_path", "published_at", "log", "started_at"):
+        if name in results:
+            values[name] = results[name]
+    return _update_owned(
+        session,
+        training_id,
+        owner,
+        **_release(status=SUCCEEDED, progress=1.0, finished_at=now, updated_at=now, **values),
+    )
+
+
+def fail(
+    session: Session,
+    training_id: int,
+    owner: str,
+    error: str,
+    *,
+    now: datetime | None = None,
+    **values: Any,
+) -> bool:
+    """Fail the run's training for good."""
+    now = now or utcnow()
+    return _update_owned(
+        session,
+        training_id,
+        owner,
+        **_release(status=FAILED, error=error, finished_at=now, updated_at=now, **values),
+    )
+
+
+def retry_delay(attempts: int, base_delay: float) -> timedelta:
+    """Exponential back-off: ``base_delay`` after the first attempt, doubling after each."""
+    return timedelta(seconds=base_delay * 2 ** max(attempts - 1, 0))
+
+
+def _after_machinery_failure(
+    attempts: int, error: str, *, max_attempts: int, base_delay: float, now: datetime
+) -> dict[str, Any]:
+    """A failed attempt goes back to the queue, after a back-off, while attempts are left."""
+    if attempts >= max_attempts:
+        return _release(
+            status=FAILED,
+            error=f"{error} (after {attempts} attempts)",
+            finished_at=now,
+            updated_at=now,
+        )
+    return _release(
+        status=QUEUED,
+        error=error,
+        not_before=now + retry_delay(attempts, base_delay),
+        updated_at=now,
+    )
+
+
+def retry_or_fail(
+    session: Session,
+    training_id: int,
+    attempts: int,
+    owner: str,
+    error: str,
+    *,
+    max_attempts: int,
+    base_delay: float,
+    now: datetime | None = None,
+    **values: Any,
+) -> str:
+    """After a failure of the machinery: queue again while attempts are left, else fail.
+
+    Returns the status the training was left in, or "" when the run no longer owned it.
+    """
+    outcome = _after_machinery_failure(
+        attempts, error, max_attempts=max_attempts, base_delay=base_delay, now=now or utcnow()
+    )
+    changed = _update_owned(session, training_id, owner, **outcome, **values)
+    return outcome["status"] if changed else ""
+
+
+def requeue(
+    session: Session, training_id: int, owner: str, *, now: datetime | None = None, **values: Any
+) -> bool:
+    """Put an interrupted run back in the queue without spending its attempt (shutdown)."""
+    now = now or utcnow()
+    return _update_owned(
+        session,
+        training_id,
+        owner,
+        **_release(
+            status=QUEUED,
+            attempts=Training.attempts - 1,
+            not_before=None,
+            started_at=None,
+            progress=None,
+            updated_at=now,
+            **values,
+        ),
+    )
+
+
+def reap_expired(
+    session: Session, *, max_attempts: int, base_delay: float, now: datetime | None = None
+) -> int:
+    """Recover trainings whose run died (lease expired): queue again or fail; returns how many."""
+    now = now or utcnow()
+    expired = session.execute(
+        select(Training.id, Training.lease_owner, Training.attempts).where(
+            Training.status == RUNNING, Training.lease_expires_at < now
+        )
+    ).all()
+    session.commit()
+    recovered = 0
+    for training_id, owner, attempts in expired:
+        outcome = _after_machinery_failure(
+            attempts,
+            "the run stopped answering (its process died or hung)",
+            max_attempts=max_attempts,
+            base_delay=base_delay,
+            now=now,
+        )
+        with writing(session):
+            # Still expired: a run that renewed its lease meanwhile is alive and left alone.
+            result = session.execute(
+                update(Training)
+                .where(_owned(training_id, owner), Training.lease_expires_at < now)
+                .values(**outcome)
+            )
+        recovered += result.rowcount
+    return recovered
+
+
+def cancel_training(session: Session, training_id: int, *, now: datetime | None = None) -> Training:
+    """Cancel a training that has not finished; a running one is stopped by its supervisor."""
+    now = now or utcnow()
+    with writing(session):
+        result = session.execute(
+            update(Training)
+            .where(Training.id == training_id, Training.status.in_((*PENDING_STATUSES, RUNNING)))
+            .values(**_release(status=CANCELLED, finished_at=now, updated_at=now))
+        )
+    training = get_training(session, training_id)
+    if result.rowcount == 0:
+        raise Conflict(f"a {training.status} training cannot be cancelled")
+    return training
+
+
+def is_owned(session: Session, training_id: int, owner: str) -> bool:
+    found = session.scalar(select(Training.id).where(_owned(training_id, owner)))
+    session.commit()
+    return found is not None
+
+
+def next_due_at(session: Session) -> datetime | None:
+    """When the next scheduled training or back-off ends, for a precise wake-up."""
+    scheduled = session.scalar(
+        select(func.min(Training.scheduled_at)).where(Training.status == SCHEDULED)
+    )
+    retried = session.scalar(select(func.min(Training.not_before)).where(Training.status == QUEUED))
+    session.commit()
+    moments = [m for m in (scheduled, retried) if m is not None]
+    return min(moments) if moments else None
+
+
+def earliest_wanted(
+    session: Session,
+    *,
+    queued_ids: Iterable[int] = (),
+    scheduled_before: datetime | None = None,
+) -> datetime | None:
+    """When the first of these becomes due: trainings of ``queued_ids`` still queued (waiting
+    out a back-off), and trainings scheduled before ``scheduled_before``; None if there are none.
+    """
+    moments: list[datetime] = []
+    ids = list(queued_ids)
+    if ids:
+        rows = session.execute(
+            select(Training.not_before).where(Training.id.in_(ids), Training.status == QUEUED)
+        ).all()
+        moments += [not_before or utcnow() for (not_before,) in rows]
+    if scheduled_before is not None:
+        first = session.scalar(
+            select(func.min(Training.scheduled_at)).where(
+                Training.status == SCHEDULED, Training.scheduled_at <= scheduled_before
+            )
+        )
+        if first is not None:
+            moments.append(first)
+    session.commit()
+    return min(moments) if moments else None

@@ -39,6 +39,8 @@ REPRESENTATION_FIELDS = [
     "updated_at",
     "attempts",
     "error",
+    "progress",
+    "metrics",
 ]
 METRICS = ("accuracy", "precission", "mae", "rmse")
 

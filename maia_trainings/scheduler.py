@@ -1,0 +1,228 @@
+"""The in-process executor: APScheduler wakes a dispatcher that claims due trainings and runs them.
+
+The database is the queue; APScheduler only decides when to look (at once when a training is
+created, at the next ``scheduled_at``, and every ``POLL_INTERVAL`` for work other processes
+wrote and for runs whose process died) and runs each claimed training in its thread pool.
+One dispatcher per process: :func:`start` is idempotent.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future
+from concurrent.futures import ThreadPoolExecutor as FuturesPool
+from concurrent.futures import wait as futures_wait
+from datetime import UTC, timedelta
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from flask import Flask
+from werkzeug.serving import is_running_from_reloader
+
+from . import db, runner, store
+from .models import QUEUED, Training, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    """Claims due trainings while a worker is free and hands each to a pool thread."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.pid = os.getpid()
+        self.settings = runner.RunSettings.from_app(app)
+        self.database = db.database(app)
+        self.workers = int(app.config["WORKERS"])
+        self.poll_interval = float(app.config["POLL_INTERVAL"])
+        self.grace = float(app.config["SHUTDOWN_GRACE"])
+        self.shutdown_signal = runner.Shutdown()
+        self._busy = 0
+        self._busy_changed = threading.Condition()
+        # Dispatches take turns, so that two wake-ups never claim past the free workers.
+        self._dispatch_lock = threading.Lock()
+        self.scheduler = BackgroundScheduler(
+            executors={
+                "default": ThreadPoolExecutor(2),
+                "runs": ThreadPoolExecutor(self.workers),
+            },
+            job_defaults={"coalesce": True, "max_instances": 8, "misfire_grace_time": None},
+            timezone=UTC,
+        )
+
+    @property
+    def stopping(self) -> bool:
+        return self.shutdown_signal.requested.is_set()
+
+    def start(self) -> None:
+        self.scheduler.start()
+        self.scheduler.add_job(
+            self.dispatch,
+            "interval",
+            seconds=self.poll_interval,
+            id="poll",
+            next_run_time=utcnow(),
+        )
+        log.info(
+            "dispatcher started: %d workers, polling every %gs", self.workers, self.poll_interval
+        )
+
+    def wake(self) -> None:
+        """Look for due work now (a training was created or freed a worker)."""
+        if not self.stopping:
+            self.scheduler.add_job(self.dispatch, id="wake", replace_existing=True)
+
+    def dispatch(self) -> None:
+        with self._dispatch_lock:
+            if self.stopping:
+                return
+            try:
+                self._claim_while_free()
+            except Exception:
+                log.exception("dispatch failed; the next poll tries again")
+
+    def _claim_while_free(self) -> None:
+        settings = self.settings
+        with self.database.session() as session:
+            store.promote_due(session)
+            store.reap_expired(
+                session, max_attempts=settings.max_attempts, base_delay=settings.retry_delay
+            )
+            while self._busy < self.workers:
+                owner = runner.new_owner()
+                training = store.claim_next(session, owner, lease_seconds=settings.lease_seconds)
+                if training is None:
+                    break
+                with self._busy_changed:
+                    self._busy += 1
+                self.scheduler.add_job(self._run, args=[training, owner], executor="runs")
+            next_due = store.next_due_at(session)
+        if next_due is not None:
+            self.scheduler.add_job(
+                self.dispatch, "date", run_date=next_due, id="next-due", replace_existing=True
+            )
+
+    def _run(self, training: Training, owner: str) -> None:
+        try:
+            status = runner.run_claimed(self.app, training, owner, self.shutdown_signal)
+            log.info("training %s: %s", training.id, status or "stopped (cancelled or taken over)")
+        finally:
+            with self._busy_changed:
+                self._busy -= 1
+                self._busy_changed.notify_all()
+            self.wake()
+
+    def shutdown(self, grace: float | None = None) -> None:
+        """Stop claiming; running trainings get ``grace`` seconds, then go back to the queue."""
+        if self.stopping and grace is None:
+            return
+        self.shutdown_signal.request(self.grace if grace is None else grace)
+        # APScheduler's shutdown(wait=True) holds its job store lock while it joins the pool,
+        # so a job that adds a job then would deadlock it. Nothing adds jobs once a dispatch
+        # in flight has ended and the runs (which end by the grace deadline) are over.
+        with self._dispatch_lock, self._busy_changed:
+            self._busy_changed.wait_for(lambda: self._busy == 0)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        log.info("dispatcher stopped")
+
+
+_dispatcher: Dispatcher | None = None
+_lock = threading.Lock()
+
+
+def start(app: Flask) -> Dispatcher | None:
+    """Start this process's dispatcher for ``app`` (once); None where none should run."""
+    global _dispatcher
+    if not app.config["SCHEDULER_ENABLED"]:
+        return None
+    if app.debug and not is_running_from_reloader():
+        # The reloader's watching parent serves nothing; its serving child runs the dispatcher.
+        return None
+    with _lock:
+        if _dispatcher is None or _dispatcher.pid != os.getpid():
+            _dispatcher = Dispatcher(app)
+            _dispatcher.start()
+            atexit.register(_dispatcher.shutdown)
+        return _dispatcher
+
+
+def wake() -> None:
+    """Tell this process's dispatcher, if it runs, that there may be work."""
+    dispatcher = _dispatcher
+    if dispatcher is not None and dispatcher.pid == os.getpid():
+        dispatcher.wake()
+
+
+def shutdown(grace: float | None = None) -> None:
+    """Stop this process's dispatcher; see :meth:`Dispatcher.shutdown`."""
+    dispatcher = _dispatcher
+    if dispatcher is not None and dispatcher.pid == os.getpid():
+        dispatcher.shutdown(grace)
+
+
+def run_pending(
+    app: Flask,
+    *,
+    workers: int,
+    limit: int | None = None,
+    horizon: float = 0.0,
+    shutdown: runner.Shutdown | None = None,
+    on_finished: Callable[[Training, str], None] | None = None,
+) -> dict[int, str]:
+    """Claim and run due trainings in the foreground until none is left; the CLI's run-pending.
+
+    Trainings this call ran that were queued again for a retry are waited for and run again;
+    with ``horizon`` seconds, trainings scheduled within that time are waited for too.
+    Returns each training's last status ("" for one cancelled while it ran).
+    """
+    settings = runner.RunSettings.from_app(app)
+    database = db.database(app)
+    shutdown = shutdown or runner.Shutdown()
+    horizon_end = utcnow() + timedelta(seconds=horizon)
+    outcomes: dict[int, str] = {}
+    claimed = 0
+    running: dict[Future[str], Training] = {}
+    with database.session() as session, FuturesPool(max_workers=workers) as pool:
+        while True:
+            while (
+                len(running) < workers
+                and not shutdown.requested.is_set()
+                and (limit is None or claimed < limit)
+            ):
+                store.promote_due(session)
+                store.reap_expired(
+                    session, max_attempts=settings.max_attempts, base_delay=settings.retry_delay
+                )
+                owner = runner.new_owner()
+                training = store.claim_next(session, owner, lease_seconds=settings.lease_seconds)
+                if training is None:
+                    break
+                claimed += 1
+                running[pool.submit(runner.run_claimed, app, training, owner, shutdown)] = training
+            if running:
+                done, _ = futures_wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
+                for future in done:
+                    training = running.pop(future)
+                    outcomes[training.id] = status = future.result()
+                    if on_finished is not None and status != QUEUED:
+                        on_finished(training, status)
+                continue
+            if shutdown.requested.is_set() or (limit is not None and claimed >= limit):
+                break
+            retrying = [tid for tid, status in outcomes.items() if status == QUEUED]
+            wanted = store.earliest_wanted(
+                session,
+                queued_ids=retrying,
+                scheduled_before=horizon_end if horizon > 0 else None,
+            )
+            if wanted is None:
+                break
+            # Sleep towards it in short steps, so that a signal is answered promptly.
+            pause = min(max((wanted - utcnow()).total_seconds(), 0.0), 1.0)
+            shutdown.requested.wait(pause)
+    return outcomes

@@ -1,0 +1,96 @@
+"""The trainer interface: what a trainer function is given, what it returns, how it is found.
+
+A trainer is a plain function, named in the ``TRAINER`` setting as ``"package.module:function"``.
+The service calls it in a child process as ``train(ctx)`` with a :class:`TrainingContext`, and
+it returns a mapping with any of ``accuracy``, ``precission``, ``mae``, ``rmse``, ``version``
+and ``metrics`` (a dict of further figures). It writes its model to ``ctx.output_path``; the
+service then publishes that file, atomically, as the training's ``binaryPath``.
+
+An ordinary exception fails the training at once with its message: it would fail again.
+Raise :class:`Retry` for a failure worth another attempt (a database that was briefly away).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Keys of a trainer's result that the service records; anything else is refused.
+RESULT_KEYS = frozenset({"accuracy", "precission", "mae", "rmse", "version", "metrics"})
+
+
+class Retry(Exception):
+    """Raised by a trainer to ask for another attempt (while attempts are left)."""
+
+
+@dataclass
+class TrainingContext:
+    """What a trainer gets to work with."""
+
+    # The training's meta parsed as a JSON object; {} when meta is not one.
+    params: dict[str, Any]
+    # The training as the API shows it.
+    training: dict[str, Any]
+    # Where to write the model file.
+    output_path: Path
+    _progress: Callable[[float], None] = field(repr=False)
+    _log: Callable[[str], None] = field(repr=False)
+
+    def progress(self, fraction: float) -> None:
+        """Report how far along the run is, from 0 to 1."""
+        self._progress(min(max(float(fraction), 0.0), 1.0))
+
+    def log(self, message: str) -> None:
+        """Add a line to the training's log."""
+        self._log(str(message))
+
+
+Trainer = Callable[[TrainingContext], Mapping[str, Any] | None]
+
+
+def load_trainer(spec: str) -> Trainer:
+    """The function named by ``"package.module:function"``."""
+    module_name, _, function_name = spec.partition(":")
+    if not module_name or not function_name:
+        raise ValueError(f"TRAINER must look like 'package.module:function', not {spec!r}")
+    trainer = getattr(importlib.import_module(module_name), function_name, None)
+    if not callable(trainer):
+        raise ValueError(f"{spec!r} does not name a function")
+    return trainer
+
+
+def binary_name(trainer: Trainer) -> str:
+    """The file name a trainer's model gets when the client chose no binaryPath."""
+    return getattr(trainer, "binary_name", "model.bin")
+
+
+def check_result(result: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A trainer's result, checked: known keys, finite metrics in their ranges."""
+    if result is None:
+        return {}
+    if not isinstance(result, Mapping):
+        raise TypeError(f"a trainer must return a mapping, not {type(result).__name__}")
+    unknown = set(result) - RESULT_KEYS
+    if unknown:
+        raise ValueError(f"a trainer's result has unknown keys: {', '.join(sorted(unknown))}")
+    checked: dict[str, Any] = {}
+    for name in ("accuracy", "precission", "mae", "rmse"):
+        if result.get(name) is None:
+            continue
+        value = float(result[name])
+        upper = 1.0 if name in ("accuracy", "precission") else math.inf
+        if not (math.isfinite(value) and 0.0 <= value <= upper):
+            raise ValueError(f"the trainer's {name} is out of range: {value}")
+        checked[name] = value
+    if result.get("version") is not None:
+        checked["version"] = str(result["version"])[:64]
+    if result.get("metrics") is not None:
+        metrics = dict(result["metrics"])
+        # Round-trips through JSON, so that what is stored is what is shown.
+        checked["metrics"] = json.loads(json.dumps(metrics, allow_nan=False, default=float))
+    return checked
