@@ -1,0 +1,83 @@
+"""Trainers for the tests: each does what its training's meta asks, and records what it did.
+
+Configured as ``TRAINER = "sample_trainers:train"`` (the tests folder is on the path).
+Meta keys: ``action`` (below), ``seconds``, ``record`` (a file that gets one JSON line at each
+start and end, written with O_APPEND so concurrent runs never interleave a line), ``until``
+(for ``retry_until``: the attempt that succeeds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from maia_trainings.trainers import Retry, TrainingContext
+
+
+def _record(ctx: TrainingContext, event: str) -> None:
+    path = ctx.params.get("record")
+    if not path:
+        return
+    line = json.dumps(
+        {
+            "event": event,
+            "id": ctx.training["id"],
+            "attempt": ctx.training["attempts"],
+            "pid": os.getpid(),
+            "t": time.time(),
+        }
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def train(ctx: TrainingContext) -> dict:
+    params = ctx.params
+    action = params.get("action", "ok")
+    seconds = float(params.get("seconds", 0))
+    _record(ctx, "start")
+    print(f"stdout line from training {ctx.training['id']}")
+    print(f"stderr line from training {ctx.training['id']}", file=sys.stderr)
+    ctx.log(f"action {action}")
+    if action == "raise":
+        raise ValueError("the data has no target column")
+    if action == "exit":
+        os._exit(3)
+    if action == "sys_exit":
+        sys.exit(0)
+    if action == "abort":
+        os.abort()
+    if action == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if action == "retry":
+        raise Retry("the data source is unavailable")
+    if action == "retry_until" and ctx.training["attempts"] < int(params["until"]):
+        raise Retry(f"attempt {ctx.training['attempts']} is too early")
+    if action == "write_then_raise":
+        ctx.output_path.write_bytes(b"half a model")
+        raise RuntimeError("failed while saving")
+    if action == "spin":
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+    elif action == "steps":
+        steps = int(params.get("steps", 4))
+        for step in range(steps):
+            time.sleep(seconds / steps)
+            ctx.progress((step + 1) / steps)
+            ctx.log(f"step {step + 1} of {steps}")
+    elif seconds:
+        time.sleep(seconds)
+    if action == "noisy":
+        for n in range(int(params.get("lines", 10000))):
+            print(f"noise line {n:06d} " + "x" * 60)
+    Path(ctx.output_path).write_text(json.dumps({"trained": ctx.training["id"]}))
+    _record(ctx, "end")
+    return {"accuracy": 0.9, "precission": 0.8, "mae": 0.1, "rmse": 0.2, "metrics": {"auc": 0.7}}
