@@ -171,13 +171,13 @@ def run_pending_command(workers: int | None, limit: int | None, horizon: float) 
     db.init_db(app)
     shutdown = runner.Shutdown()
     grace = float(app.config["SHUTDOWN_GRACE"])
-    _on_signals(
-        lambda _signum, _frame: shutdown.request(0 if shutdown.requested.is_set() else grace)
-    )
+
+    def stop(_signum: int, _frame: object) -> None:
+        shutdown.request(0 if shutdown.requested.is_set() else grace)
+
     with db.database(app).session() as session:
         expected = store.count_trainings(session, [Filter("status", "eq", (QUEUED,))])
-    report = _FinishedReport(expected)
-    with report:
+    with _on_signals(stop), _FinishedReport(expected) as report:
         outcomes = scheduler.run_pending(
             app,
             workers=workers or int(app.config["WORKERS"]),

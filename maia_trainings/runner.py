@@ -8,7 +8,7 @@ It never raises: whatever goes wrong is written on the training and logged.
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import json
 import logging
 import math
@@ -36,7 +36,6 @@ from .trainers import Retry, TrainingContext, binary_name, check_result, load_tr
 log = logging.getLogger(__name__)
 
 CANCELLED_OR_TAKEN = ""  # the run lost its claim: cancelled, or taken over after a stall
-_PR_SET_PDEATHSIG = 1
 # Seconds a child that sent its outcome gets to exit before it is killed.
 EXIT_GRACE = 5.0
 
@@ -92,19 +91,28 @@ def new_owner() -> str:
 # The child process -------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    # If the fork server goes (because the service was killed), the run must go too: a
-    # restarted service will run the training again, and two runs must never overlap.
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:
-        os._exit(1)
+def _die_with_supervisor(alive: multiprocessing.connection.Connection) -> None:
+    """Kill this child as soon as its supervisor's end of ``alive`` closes (it died).
+
+    A restarted service runs the training again, and two runs must never overlap. The fork
+    server cannot be relied on for this: it outlives its parent while any child runs.
+    """
+
+    def watch() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            alive.recv()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
 
 
-def _child_main(conn: multiprocessing.connection.Connection, payload: dict[str, Any]) -> None:
+def _child_main(
+    conn: multiprocessing.connection.Connection,
+    alive: multiprocessing.connection.Connection,
+    payload: dict[str, Any],
+) -> None:
     """Entry point of the child: run the trainer, send back what happened."""
-    _die_with_parent()
+    _die_with_supervisor(alive)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when a run stops
     log_file = open(payload["log_path"], "a", buffering=1, encoding="utf-8")  # noqa: SIM115
     os.dup2(log_file.fileno(), 1)
@@ -241,11 +249,16 @@ class _Run:
         }
         context = _process_context(self.settings.trainer)
         receiver, sender = context.Pipe(duplex=False)
+        # Nothing is ever sent on this one: its closing, when this process dies, is the message.
+        alive_in_child, alive_here = context.Pipe(duplex=False)
         process = context.Process(  # type: ignore[attr-defined]
-            target=_child_main, args=(sender, payload), name=f"training-{self.training.id}"
+            target=_child_main,
+            args=(sender, alive_in_child, payload),
+            name=f"training-{self.training.id}",
         )
         process.start()
         sender.close()
+        alive_in_child.close()
         try:
             ending, message, result = self._supervise(process, receiver)
         finally:
@@ -253,6 +266,7 @@ class _Run:
                 process.kill()
             process.join()
             receiver.close()
+            alive_here.close()
         if ending == "result" and result is not None:
             return self._succeed(result, partial, final_path, relative)
         if ending == "error":

@@ -24,7 +24,7 @@ from flask import Flask
 from werkzeug.serving import is_running_from_reloader
 
 from . import db, runner, store
-from .models import QUEUED, Training, utcnow
+from .models import QUEUED, RUNNING, Training, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -185,24 +185,29 @@ def run_pending(
     shutdown = shutdown or runner.Shutdown()
     horizon_end = utcnow() + timedelta(seconds=horizon)
     outcomes: dict[int, str] = {}
-    claimed = 0
     running: dict[Future[str], Training] = {}
+
+    def retrying() -> list[int]:
+        return [tid for tid, status in outcomes.items() if status == QUEUED]
+
     with database.session() as session, FuturesPool(max_workers=workers) as pool:
         while True:
-            while (
-                len(running) < workers
-                and not shutdown.requested.is_set()
-                and (limit is None or claimed < limit)
-            ):
+            while len(running) < workers and not shutdown.requested.is_set():
+                # Past the limit, only this call's own retries are taken up again.
+                among = retrying() if limit is not None and len(outcomes) >= limit else None
+                if among == []:
+                    break
                 store.promote_due(session)
                 store.reap_expired(
                     session, max_attempts=settings.max_attempts, base_delay=settings.retry_delay
                 )
                 owner = runner.new_owner()
-                training = store.claim_next(session, owner, lease_seconds=settings.lease_seconds)
+                training = store.claim_next(
+                    session, owner, lease_seconds=settings.lease_seconds, among=among
+                )
                 if training is None:
                     break
-                claimed += 1
+                outcomes[training.id] = RUNNING
                 running[pool.submit(runner.run_claimed, app, training, owner, shutdown)] = training
             if running:
                 done, _ = futures_wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
@@ -212,13 +217,13 @@ def run_pending(
                     if on_finished is not None and status != QUEUED:
                         on_finished(training, status)
                 continue
-            if shutdown.requested.is_set() or (limit is not None and claimed >= limit):
+            if shutdown.requested.is_set():
                 break
-            retrying = [tid for tid, status in outcomes.items() if status == QUEUED]
+            room = limit is None or len(outcomes) < limit
             wanted = store.earliest_wanted(
                 session,
-                queued_ids=retrying,
-                scheduled_before=horizon_end if horizon > 0 else None,
+                queued_ids=retrying(),
+                scheduled_before=horizon_end if horizon > 0 and room else None,
             )
             if wanted is None:
                 break

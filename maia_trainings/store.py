@@ -361,13 +361,24 @@ def _due_clause(now: datetime) -> ColumnElement[bool]:
 
 
 def claim_next(
-    session: Session, owner: str, *, lease_seconds: float, now: datetime | None = None
+    session: Session,
+    owner: str,
+    *,
+    lease_seconds: float,
+    among: Iterable[int] | None = None,
+    now: datetime | None = None,
 ) -> Training | None:
-    """Claim the oldest due training for ``owner`` (one attempt more); None if none is due."""
+    """Claim the oldest due training (of ``among``, if given) for ``owner``: one attempt more.
+
+    Returns None if none is due.
+    """
     now = now or utcnow()
+    due = _due_clause(now)
+    if among is not None:
+        due = and_(due, Training.id.in_(list(among)))
     while True:
         candidates = session.scalars(
-            select(Training.id).where(_due_clause(now)).order_by(Training.id).limit(8)
+            select(Training.id).where(due).order_by(Training.id).limit(8)
         ).all()
         if not candidates:
             session.commit()  # end the read snapshot
@@ -376,7 +387,7 @@ def claim_next(
             with writing(session):
                 result = session.execute(
                     update(Training)
-                    .where(Training.id == training_id, _due_clause(now))
+                    .where(Training.id == training_id, due)
                     .values(
                         status=RUNNING,
                         attempts=Training.attempts + 1,

@@ -33,7 +33,8 @@ def instance_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def app(instance_path: Path) -> Flask:
+def app(instance_path: Path, monkeypatch: pytest.MonkeyPatch) -> Flask:
+    monkeypatch.setenv("MAIA_INSTANCE_PATH", str(instance_path))
     app = create_app(
         {
             "TESTING": True,

@@ -82,7 +82,10 @@ def check_result(result: Mapping[str, Any] | None) -> dict[str, Any]:
     for name in ("accuracy", "precission", "mae", "rmse"):
         if result.get(name) is None:
             continue
-        value = float(result[name])
+        try:
+            value = float(result[name])
+        except (TypeError, ValueError):
+            raise ValueError(f"the trainer's {name} is not a number: {result[name]!r}") from None
         upper = 1.0 if name in ("accuracy", "precission") else math.inf
         if not (math.isfinite(value) and 0.0 <= value <= upper):
             raise ValueError(f"the trainer's {name} is out of range: {value}")
@@ -90,6 +93,8 @@ def check_result(result: Mapping[str, Any] | None) -> dict[str, Any]:
     if result.get("version") is not None:
         checked["version"] = str(result["version"])[:64]
     if result.get("metrics") is not None:
+        if not isinstance(result["metrics"], Mapping):
+            raise TypeError("the trainer's metrics must be a mapping of names to figures")
         metrics = dict(result["metrics"])
         # Round-trips through JSON, so that what is stored is what is shown.
         checked["metrics"] = json.loads(json.dumps(metrics, allow_nan=False, default=float))
