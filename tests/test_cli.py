@@ -6,12 +6,7 @@ import json
 import subprocess
 
 from conftest import flask_command, server_env
-
-
-def create(client, auth, **fields):
-    response = client.post("/trainings", json=fields, headers=auth)
-    assert response.status_code == 200, response.json
-    return response.json
+from helpers import create
 
 
 def test_init_db_creates_the_database_in_the_instance_folder(tmp_path):

@@ -8,6 +8,7 @@ import uuid
 
 import defusedxml.ElementTree
 import pytest
+from helpers import count
 
 JSON = "application/json"
 XML = "application/xml"
@@ -36,12 +37,6 @@ DOC_XML = (
     "<version>string</version><meta>string</meta></item>"
 )
 DEEP = 100_000
-
-
-def count(client, headers) -> int:
-    response = client.get("/trainings/count", headers=headers)
-    assert response.status_code == 200
-    return response.json
 
 
 def post(client, headers, data, content_type=None, **extra):

@@ -5,27 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-
-from maia_trainings import db
-from maia_trainings.models import Training
+from helpers import count, create, set_columns
 
 FUTURE = "2999-01-01T00:00:00.000Z"
 LATER = "3000-01-01T00:00:00.000Z"
-
-
-def create(client, auth, **fields):
-    response = client.post("/trainings", json=fields, headers=auth)
-    assert response.status_code == 200, response.json
-    return response.json
-
-
-def set_columns(app, training_id, **values):
-    """Change a stored training behind the API's back, as the trainer would."""
-    with app.app_context(), db.database(app).session() as session:
-        training = session.get(Training, int(training_id))
-        for name, value in values.items():
-            setattr(training, name, value)
-        session.commit()
 
 
 def listing(client, auth, params=None):
@@ -38,12 +21,6 @@ def listing(client, auth, params=None):
 
 def ids(client, auth, params=None):
     return [int(training["id"]) for training in listing(client, auth, params)]
-
-
-def count(client, auth, params=None):
-    response = client.get("/trainings/count", query_string=params, headers=auth)
-    assert response.status_code == 200, response.json
-    return response.json
 
 
 def at(second):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SAMPLE_TRAINER, flask_command, server_env
+from helpers import create, fetch
 
 from maia_trainings import config
 from maia_trainings.models import utcnow
@@ -33,18 +34,6 @@ def sample_trainer(app):
     app.config["TRAINER"] = SAMPLE_TRAINER
     app.config["RETRY_DELAY"] = 0.1
     return app
-
-
-def create(client, auth, **fields):
-    response = client.post("/trainings", json=fields, headers=auth)
-    assert response.status_code == 200, response.json
-    return response.json
-
-
-def fetch(client, auth, training_id):
-    response = client.get(f"/trainings/{training_id}", headers=auth)
-    assert response.status_code == 200, response.json
-    return response.json
 
 
 def fetch_log(client, auth, training_id):

@@ -8,9 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 from conftest import bearer, make_token
-
-from maia_trainings import db
-from maia_trainings.models import Training
+from helpers import count, create, fetch, set_columns
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -43,33 +41,6 @@ REPRESENTATION_FIELDS = [
     "metrics",
 ]
 METRICS = ("accuracy", "precission", "mae", "rmse")
-
-
-def create(client, auth, **fields):
-    response = client.post("/trainings", json=fields, headers=auth)
-    assert response.status_code == 200, response.json
-    return response.json
-
-
-def fetch(client, auth, training_id):
-    response = client.get(f"/trainings/{training_id}", headers=auth)
-    assert response.status_code == 200, response.json
-    return response.json
-
-
-def count(client, auth):
-    response = client.get("/trainings/count", headers=auth)
-    assert response.status_code == 200, response.json
-    return response.json
-
-
-def set_columns(app, training_id, **values):
-    """Change a stored training behind the API's back, as the trainer would."""
-    with app.app_context(), db.database(app).session() as session:
-        training = session.get(Training, int(training_id))
-        for name, value in values.items():
-            setattr(training, name, value)
-        session.commit()
 
 
 def post_raw_json(client, auth, text):
