@@ -9,6 +9,8 @@ environment variables ``MAIA_<KEY>``; ``MAIA_INSTANCE_PATH`` chooses the instanc
 - ``MODELS_DIR``: folder every ``binaryPath`` is relative to; default ``<instance>/models``.
 - ``DEFAULT_PAGE_SIZE``: page size of ``GET /trainings`` without ``_limit`` (100).
 - ``TOKEN_TOUCH_INTERVAL``: seconds between writes of a token's ``last_used_at`` (60).
+- The executor's and trainers' settings (``TRAINER``, ``WORKERS``, ``DATASETS_DIR`` ...) are
+  listed, each with its meaning, in ``maia_trainings.config`` and the README.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     if test_config is not None:
         app.config.from_mapping(test_config)
     os.makedirs(app.instance_path, exist_ok=True)
-    app.config["MODELS_DIR"] = app.config["MODELS_DIR"] or os.path.join(app.instance_path, "models")
+    for folder, default in (("MODELS_DIR", "models"), ("DATASETS_DIR", "datasets")):
+        app.config[folder] = app.config[folder] or os.path.join(app.instance_path, default)
 
     db.init_app(app)
     errors.init_app(app)

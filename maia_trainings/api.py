@@ -7,13 +7,20 @@ import re
 from pathlib import Path
 from typing import Any, cast
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, request, send_file
 
 from . import db, scheduler, store
 from .auth import View, can_read, can_write, current_actor
 from .exceptions import NotFound, Unavailable
 from .formats import negotiate, parse_body, render
-from .schemas import dump_training, dump_trainings, load_training, parse_list_query
+from .paths import resolve_inside
+from .schemas import (
+    check_trainer_params,
+    dump_training,
+    dump_trainings,
+    load_training,
+    parse_list_query,
+)
 
 bp = Blueprint("api", __name__)
 # How ids are rendered: ASCII digits without leading zeros, small enough for any database.
@@ -46,10 +53,18 @@ def _training_id(raw: str) -> int:
     return int(raw)
 
 
+def _load(partial: bool = False) -> dict[str, Any]:
+    """The body's training fields, validated, with the trainer's own check of the meta."""
+    fields = load_training(parse_body(), models_dir=_models_dir(), partial=partial)
+    if fields.get("meta") is not None:
+        check_trainer_params(fields["meta"], current_app.config)
+    return fields
+
+
 @bp.post("/trainings")
 @writes
 def create_training() -> Response:
-    fields = load_training(parse_body(), models_dir=_models_dir())
+    fields = _load()
     training, _created = store.create_training(db.get_session(), fields, actor=current_actor())
     scheduler.wake()
     return render(dump_training(training))
@@ -79,7 +94,7 @@ def get_training(training_id: str) -> Response:
 @writes
 def update_training(training_id: str) -> Response:
     key = _training_id(training_id)
-    fields = load_training(parse_body(), models_dir=_models_dir(), partial=True)
+    fields = _load(partial=True)
     training = store.update_training(db.get_session(), key, fields, actor=current_actor())
     scheduler.wake()  # a new scheduled_at may have made it due
     return render(dump_training(training))
@@ -105,6 +120,25 @@ def cancel_training(training_id: str) -> Response:
 def training_log(training_id: str) -> Response:
     training = store.get_training(db.get_session(), _training_id(training_id))
     return Response(training.log or "", mimetype="text/plain")
+
+
+@bp.get("/trainings/<training_id>/binary")
+@can_read
+def training_binary(training_id: str) -> Response:
+    training = store.get_training(db.get_session(), _training_id(training_id))
+    if not training.binary_path or not training.binary_sha256:
+        raise NotFound("the model file is not published (yet)")
+    path = resolve_inside(_models_dir(), training.binary_path)
+    if not path.is_file():
+        raise NotFound("the model file is missing from the models folder")
+    return send_file(
+        path,
+        mimetype="application/octet-stream",
+        as_attachment=True,
+        download_name=path.name,
+        etag=training.binary_sha256,
+        conditional=True,
+    )
 
 
 @bp.get("/healthz")

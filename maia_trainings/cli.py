@@ -8,6 +8,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -235,6 +236,18 @@ def _on_signals(handler: Callable[[int, Any], None]) -> Iterator[None]:
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+@trainings.command("demo-data")
+@click.option("--rows", type=click.IntRange(min=10), default=20_000, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=42, show_default=True)
+@click.argument("out", type=click.Path(dir_okay=False, writable=True))
+def demo_data_command(rows: int, seed: int, out: str) -> None:
+    """Write a synthetic loan book of ROWS loans to OUT (CSV); the same seed, the same rows."""
+    from .trainers import portfolio
+
+    portfolio.write_csv(Path(out), rows, seed)
+    click.echo(f"Wrote {rows} loans to {out}.")
 
 
 def _table(headers: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:

@@ -14,7 +14,13 @@ DEFAULT_PAGE_SIZE = 100
 TOKEN_TOUCH_INTERVAL = 60
 
 # The function that trains a model, as "package.module:function" (see maia_trainings.trainers).
-TRAINER = "maia_trainings.trainers.demo:train"
+TRAINER = "maia_trainings.trainers.scoring:train"
+# Folder of the CSV files trainings may name as their dataset; None means <instance>/datasets.
+DATASETS_DIR: str | None = None
+# Databases trainings may query by name: {"warehouse": "postgresql+psycopg://..."}.
+DATASOURCES: dict[str, str] = {}
+# Loans in the generated demo portfolio a training uses when it names no dataset.
+DEMO_ROWS = 20_000
 # Run trainings inside the server process; False serves the API only (run-pending does the work).
 SCHEDULER_ENABLED = True
 # Trainings run at the same time by one server.

@@ -80,6 +80,11 @@ class Training(Base):
     metrics: Mapped[str | None] = mapped_column(Text)
     # The run's output (stdout, stderr, the trainer's log), kept to LOG_LIMIT bytes.
     log: Mapped[str | None] = mapped_column(Text)
+    # The published model file's SHA-256 (hex) and size in bytes.
+    binary_sha256: Mapped[str | None] = mapped_column(String(64))
+    binary_size: Mapped[int | None] = mapped_column(Integer)
+    # The number behind an automatic version ("1", "2", ...); unique so two runs never share it.
+    auto_version: Mapped[int | None] = mapped_column(Integer, unique=True)
     # Who runs it and until when that claim holds unless renewed (see store.claim_next).
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

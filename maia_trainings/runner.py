@@ -9,6 +9,7 @@ It never raises: whatever goes wrong is written on the training and logged.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -30,8 +31,16 @@ from flask import Flask
 
 from . import db, store
 from .models import FAILED, QUEUED, SUCCEEDED, Training, utcnow
-from .schemas import dump_training, resolve_inside
-from .trainers import Retry, TrainingContext, binary_name, check_result, load_trainer
+from .paths import resolve_inside
+from .schemas import dump_training
+from .trainers import (
+    Retry,
+    TrainingContext,
+    binary_name,
+    check_result,
+    load_trainer,
+    trainer_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +142,7 @@ def _child_main(
             params=payload["params"],
             training=payload["training"],
             output_path=Path(payload["output_path"]),
+            settings=payload["settings"],
             _progress=lambda fraction: conn.send(("progress", fraction)),
             _log=trainer_log.info,
         )
@@ -245,6 +255,7 @@ class _Run:
             "params": self.params,
             "training": dump_training(self.training),
             "output_path": str(partial),
+            "settings": trainer_settings(self.app.config),
             "log_path": str(self.log_path),
         }
         context = _process_context(self.settings.trainer)
@@ -370,11 +381,15 @@ class _Run:
         self, result: dict[str, Any], partial: Path, final_path: Path, relative: str
     ) -> str:
         published = partial.exists()
-        if published:
-            _publish(partial, final_path)
         results = {**result, "log": self._log()}
         if published:
-            results.update(binary_path=relative, published_at=utcnow())
+            digest, size = _publish(partial, final_path)
+            results.update(
+                binary_path=relative,
+                binary_sha256=digest,
+                binary_size=size,
+                published_at=utcnow(),
+            )
         with self.database.session() as session:
             if store.finish(session, self.training.id, self.owner, results=results):
                 return SUCCEEDED
@@ -384,9 +399,13 @@ class _Run:
         return CANCELLED_OR_TAKEN
 
 
-def _publish(partial: Path, final_path: Path) -> None:
-    """Move the finished file into place atomically and durably."""
+def _publish(partial: Path, final_path: Path) -> tuple[str, int]:
+    """Move the finished file into place atomically and durably; its SHA-256 and size."""
+    digest = hashlib.sha256()
     with partial.open("rb") as file:
+        for block in iter(lambda: file.read(1024 * 1024), b""):
+            digest.update(block)
+        size = file.tell()
         os.fsync(file.fileno())
     os.replace(partial, final_path)
     directory = os.open(final_path.parent, os.O_RDONLY)
@@ -394,6 +413,7 @@ def _publish(partial: Path, final_path: Path) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+    return digest.hexdigest(), size
 
 
 def run_claimed(

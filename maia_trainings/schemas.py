@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import posixpath
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +23,9 @@ from werkzeug.datastructures import MultiDict
 
 from .formats import NOT_XML_CHARACTERS
 from .models import STATUSES, Training
+from .paths import PathOutside, check_relative_path, resolve_inside
 from .store import Filter, ListQuery
+from .trainers import InvalidParams, load_trainer, trainer_settings, validate_params
 
 MAX_META_BYTES = 64 * 1024
 # Fields of the representation that the service sets; sent by a client, they are ignored,
@@ -44,6 +45,8 @@ READ_ONLY_FIELDS = frozenset(
         "error",
         "progress",
         "metrics",
+        "binarySha256",
+        "binarySize",
     }
 )
 
@@ -113,24 +116,11 @@ def _printable(value: str) -> None:
         raise ValidationError("Must contain printable characters only.")
 
 
-def check_relative_path(value: str) -> None:
-    """A path that names a file inside its folder: relative, no ``..``, no backslashes, no NUL."""
-    if not value or "\x00" in value or "\\" in value:
-        raise ValidationError("Must be a relative path without backslashes or NUL characters.")
-    if value.startswith("/") or (len(value) > 1 and value[1] == ":"):
-        raise ValidationError("Must be a relative path, not an absolute one.")
-    if ".." in value.split("/") or posixpath.normpath(value) in (".", ""):
-        raise ValidationError("Must stay inside its folder (no '..').")
-
-
-def resolve_inside(folder: Path, relative: str) -> Path:
-    """``folder/relative`` with links followed; ValidationError if that leaves ``folder``."""
-    check_relative_path(relative)
-    base = folder.resolve()
-    target = (base / relative).resolve()
-    if not target.is_relative_to(base):
-        raise ValidationError("Must stay inside its folder.")
-    return target
+def _relative_path(value: str) -> None:
+    try:
+        check_relative_path(value)
+    except PathOutside as exc:
+        raise ValidationError(str(exc)) from None
 
 
 def _finite(**kwargs: Any) -> fields.Float:
@@ -152,7 +142,7 @@ class TrainingIn(Schema):
     binary_path = fields.String(
         data_key="binaryPath",
         allow_none=True,
-        validate=[validate.Length(max=1024), check_relative_path, plain_text],
+        validate=[validate.Length(max=1024), _relative_path, plain_text],
     )
     version = fields.String(allow_none=True, validate=[validate.Length(max=64), plain_text])
     meta = MetaText(allow_none=True)
@@ -199,6 +189,8 @@ class TrainingOut(Schema):
     attempts = fields.Integer()
     error = fields.String()
     progress = fields.Float()
+    binarySha256 = fields.String(attribute="binary_sha256")
+    binarySize = fields.Integer(attribute="binary_size")
     metrics = fields.Function(
         lambda training: json.loads(training.metrics) if training.metrics else None
     )
@@ -224,9 +216,24 @@ def load_training(
     if data.get("binary_path"):
         try:
             resolve_inside(models_dir, data["binary_path"])
-        except ValidationError as exc:
-            raise ValidationError({"binaryPath": exc.messages}) from None
+        except PathOutside as exc:
+            raise ValidationError({"binaryPath": [str(exc)]}) from None
     return data
+
+
+def check_trainer_params(meta: str, config: Mapping[str, Any]) -> None:
+    """Let the configured trainer refuse its parameters (the meta) before anything is stored."""
+    try:
+        params = json.loads(meta)
+    except ValueError:
+        return  # free text: the trainer gets {} as its parameters
+    if not isinstance(params, dict):
+        return
+    trainer = load_trainer(config["TRAINER"])
+    try:
+        validate_params(trainer, params, trainer_settings(config))
+    except InvalidParams as exc:
+        raise ValidationError({"meta": exc.errors}) from None
 
 
 # Query parameters of GET /trainings and /trainings/count -----------------------------------

@@ -333,6 +333,15 @@ def authenticate(
 # two processes may race for the same row, and exactly one of them wins.
 
 FINAL_FIELDS = ("accuracy", "precission", "mae", "rmse", "version")
+# What the runner records about a successful run besides the trainer's results.
+RUN_RECORD_FIELDS = (
+    "binary_path",
+    "binary_sha256",
+    "binary_size",
+    "published_at",
+    "log",
+    "started_at",
+)
 
 
 def _release(**values: Any) -> dict[str, Any]:
@@ -447,20 +456,37 @@ def finish(
     results: Mapping[str, Any],
     now: datetime | None = None,
 ) -> bool:
-    """Record a successful run's results; False when the run no longer owned the training."""
+    """Record a successful run's results; False when the run no longer owned the training.
+
+    The version is the client's, else the trainer's, else the next automatic number.
+    """
     now = now or utcnow()
     values = {name: results[name] for name in FINAL_FIELDS if results.get(name) is not None}
     if results.get("metrics") is not None:
         values["metrics"] = json.dumps(results["metrics"], sort_keys=True, allow_nan=False)
-    for name in ("binary_path", "published_at", "log", "started_at"):
+    for name in RUN_RECORD_FIELDS:
         if name in results:
             values[name] = results[name]
-    return _update_owned(
-        session,
-        training_id,
-        owner,
-        **_release(status=SUCCEEDED, progress=1.0, finished_at=now, updated_at=now, **values),
-    )
+    trainer_version = values.pop("version", None)
+    values.update(_release(status=SUCCEEDED, progress=1.0, finished_at=now, updated_at=now))
+    for _attempt in range(3):
+        try:
+            with writing(session):
+                # Inside the write transaction, so that the next number is ours alone.
+                if session.scalar(select(Training.version).where(Training.id == training_id)):
+                    versioned = {}
+                elif trainer_version is not None:
+                    versioned = {"version": trainer_version}
+                else:
+                    number = (session.scalar(select(func.max(Training.auto_version))) or 0) + 1
+                    versioned = {"version": str(number), "auto_version": number}
+                result = session.execute(
+                    update(Training).where(_owned(training_id, owner)).values(**values, **versioned)
+                )
+            return result.rowcount == 1
+        except IntegrityError:
+            continue  # another process took that number between our read and write
+    raise RuntimeError("could not assign an automatic version")
 
 
 def fail(

@@ -40,6 +40,8 @@ def app(instance_path: Path, monkeypatch: pytest.MonkeyPatch) -> Flask:
             "TESTING": True,
             "DATABASE_URL": f"sqlite:///{instance_path / 'test.sqlite3'}",
             "MODELS_DIR": str(instance_path / "models"),
+            # The API's tests need a trainer that takes any meta; the built-in one has its own.
+            "TRAINER": SAMPLE_TRAINER,
         }
     )
     db.init_db(app)
@@ -192,7 +194,7 @@ def stop_server(server: Server, timeout: float = 30) -> int:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    running = start_server(tmp_path / "server-instance")
+    running = start_server(tmp_path / "server-instance", TRAINER=SAMPLE_TRAINER)
     yield running
     stop_server(running)
 

@@ -17,7 +17,6 @@ import pytest
 from conftest import SAMPLE_TRAINER, flask_command, server_env
 from helpers import create, fetch
 
-from maia_trainings import config
 from maia_trainings.models import utcnow
 from maia_trainings.schemas import format_timestamp
 
@@ -376,8 +375,7 @@ def test_include_scheduled_does_not_wait_past_its_horizon(runner, client, auth):
 
 
 def test_demo_trainer_produces_a_json_model_and_sane_metrics(app, runner, client, auth):
-    assert config.TRAINER == DEMO_TRAINER  # the default
-    app.config["TRAINER"] = config.TRAINER
+    app.config["TRAINER"] = DEMO_TRAINER
     meta = {"rows": 500, "seed": 7}
     first = create(client, auth, meta=meta)
     second = create(client, auth, meta=meta)

@@ -38,6 +38,8 @@ REPRESENTATION_FIELDS = [
     "attempts",
     "error",
     "progress",
+    "binarySha256",
+    "binarySize",
     "metrics",
 ]
 METRICS = ("accuracy", "precission", "mae", "rmse")

@@ -8,6 +8,9 @@ service then publishes that file, atomically, as the training's ``binaryPath``.
 
 An ordinary exception fails the training at once with its message: it would fail again.
 Raise :class:`Retry` for a failure worth another attempt (a database that was briefly away).
+
+A trainer may also have a ``validate(params, settings)`` attribute: it is called when a
+training is created, and raises :class:`InvalidParams` to refuse it with a 400.
 """
 
 from __future__ import annotations
@@ -20,12 +23,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Settings every trainer sees (besides any TRAINER_* ones the operator adds for their own).
+TRAINER_SETTINGS = ("DATASETS_DIR", "DATASOURCES", "DEMO_ROWS", "MODELS_DIR")
 # Keys of a trainer's result that the service records; anything else is refused.
 RESULT_KEYS = frozenset({"accuracy", "precission", "mae", "rmse", "version", "metrics"})
 
 
 class Retry(Exception):
     """Raised by a trainer to ask for another attempt (while attempts are left)."""
+
+
+class InvalidParams(ValueError):
+    """Raised by a trainer's ``validate`` hook: parameter name -> what is wrong with it."""
+
+    def __init__(self, errors: Mapping[str, list[str]]) -> None:
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
+        self.errors = dict(errors)
 
 
 @dataclass
@@ -38,6 +51,8 @@ class TrainingContext:
     training: dict[str, Any]
     # Where to write the model file.
     output_path: Path
+    # The service's settings a trainer may use (DATASETS_DIR, DATASOURCES, ...).
+    settings: Mapping[str, Any]
     _progress: Callable[[float], None] = field(repr=False)
     _log: Callable[[str], None] = field(repr=False)
 
@@ -62,6 +77,17 @@ def load_trainer(spec: str) -> Trainer:
     if not callable(trainer):
         raise ValueError(f"{spec!r} does not name a function")
     return trainer
+
+
+def validate_params(trainer: Trainer, params: dict[str, Any], settings: Mapping[str, Any]) -> None:
+    """Run the trainer's optional ``validate(params, settings)`` hook, if it has one.
+
+    The API calls it when a training is created or its meta changes, so that bad parameters
+    are a 400 then rather than a failed run later; it raises :class:`InvalidParams`.
+    """
+    hook = getattr(trainer, "validate", None)
+    if hook is not None:
+        hook(params, settings)
 
 
 def binary_name(trainer: Trainer) -> str:
@@ -99,3 +125,12 @@ def check_result(result: Mapping[str, Any] | None) -> dict[str, Any]:
         # Round-trips through JSON, so that what is stored is what is shown.
         checked["metrics"] = json.loads(json.dumps(metrics, allow_nan=False, default=float))
     return checked
+
+
+def trainer_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a trainer sees: those it is documented to use, and any TRAINER_* ones."""
+    return {
+        key: value
+        for key, value in config.items()
+        if key in TRAINER_SETTINGS or (key.startswith("TRAINER_") and key != "TRAINER")
+    }
