@@ -21,7 +21,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import cli, config, db, errors
+from . import auth, cli, config, db, errors, headers
 from .api import bp
 
 
@@ -44,6 +44,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     errors.init_app(app)
+    headers.init_app(app)
+    auth.init_app(app)
     cli.init_app(app)
     app.register_blueprint(bp)
     return app

@@ -2,29 +2,92 @@
 
 from __future__ import annotations
 
+import math
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TypeVar
 
-from flask import Response, current_app
+from flask import Flask, Response, current_app, request
 from flask_httpauth import HTTPTokenAuth
 
 from . import db, store
 from .errors import error_response
+from .exceptions import TooManyRequests
 from .models import READ_SCOPE, WRITE_SCOPE, ApiToken
 
 token_auth = HTTPTokenAuth(scheme="Bearer")
 View = TypeVar("View", bound=Callable[..., Response])
 
+EXTENSION = "maia_trainings.failed_authentications"
 WRITE_REQUIRED_MESSAGE = "this operation requires a token with the write scope"
+
+
+class FailedAuthentications:
+    """A bounded per-address back-off for clients that keep presenting bad tokens.
+
+    The first ``allowed`` failures cost nothing; each one after that shuts the address out for
+    twice as long as the one before (1 s, 2 s, 4 s … up to ``longest``), answered at once with
+    429 and Retry-After, so guessing is slow and no server thread is held by a guesser. Other
+    addresses are unaffected; a success clears the address. At most ``capacity`` addresses are
+    remembered (the least recently failing are forgotten first), so memory stays bounded.
+    """
+
+    def __init__(self, allowed: int, longest: float, capacity: int = 10_000) -> None:
+        self.allowed = allowed
+        self.longest = longest
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        # address -> (failures, shut out until this monotonic time)
+        self._by_address: OrderedDict[str, tuple[int, float]] = OrderedDict()
+
+    def check(self, address: str, now: float | None = None) -> None:
+        """Raise TooManyRequests while ``address`` is shut out."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            _failures, until = self._by_address.get(address, (0, 0.0))
+        if until > now:
+            wait = math.ceil(until - now)
+            raise TooManyRequests(
+                f"too many failed authentications from this address; retry after {wait} s",
+                retry_after=wait,
+            )
+
+    def failed(self, address: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            failures = self._by_address.pop(address, (0, 0.0))[0] + 1
+            excess = failures - self.allowed
+            until = now + min(2 ** (excess - 1), self.longest) if excess > 0 else 0.0
+            self._by_address[address] = (failures, until)
+            while len(self._by_address) > self.capacity:
+                self._by_address.popitem(last=False)
+
+    def succeeded(self, address: str) -> None:
+        with self._lock:
+            self._by_address.pop(address, None)
+
+
+def _failures() -> FailedAuthentications:
+    return current_app.extensions[EXTENSION]
 
 
 @token_auth.verify_token
 def verify_token(secret: str) -> ApiToken | None:
-    if not secret:
-        return None
-    return store.authenticate(
-        db.get_session(), secret, touch_interval=current_app.config["TOKEN_TOUCH_INTERVAL"]
-    )
+    address = request.remote_addr or "unknown"
+    failures = _failures()
+    failures.check(address)
+    token = None
+    if secret:
+        token = store.authenticate(
+            db.get_session(), secret, touch_interval=current_app.config["TOKEN_TOUCH_INTERVAL"]
+        )
+    if token is None:
+        failures.failed(address)
+    else:
+        failures.succeeded(address)
+    return token
 
 
 @token_auth.get_user_roles
@@ -45,6 +108,13 @@ def current_actor() -> str | None:
     """The name of the token making this request."""
     token = token_auth.current_user()
     return token.name if token is not None else None
+
+
+def init_app(app: Flask) -> None:
+    app.extensions[EXTENSION] = FailedAuthentications(
+        allowed=int(app.config["AUTH_FAILURES_ALLOWED"]),
+        longest=float(app.config["AUTH_BACKOFF_MAX"]),
+    )
 
 
 def can_read(view: View) -> View:

@@ -17,7 +17,7 @@ from flask.cli import AppGroup
 from marshmallow import ValidationError
 from werkzeug.datastructures import MultiDict
 
-from . import db, runner, scheduler, store
+from . import db, runner, scheduler, server, store
 from .exceptions import ServiceError
 from .models import CANCELLED, FAILED, QUEUED, SCOPES, SUCCEEDED, WRITE_SCOPE, Training
 from .schemas import dump_training, dump_trainings, format_timestamp, parse_list_query
@@ -27,6 +27,7 @@ trainings = AppGroup("trainings", help="Operate the trainings service.")
 token = AppGroup("token", help="Create, list and revoke API tokens.")
 trainings.add_command(token)
 trainings.add_command(db.init_db_command)
+trainings.add_command(db.backup_command)
 
 LIST_COLUMNS = ("id", "uuid", "status", "version", "accuracy", "attempts", "created_at")
 
@@ -131,8 +132,6 @@ def serve_command(host: str, port: int, threads: int) -> None:
     SIGTERM or SIGINT stops serving; running trainings get SHUTDOWN_GRACE seconds to finish,
     then go back to the queue without spending an attempt. A second signal stops them at once.
     """
-    import waitress
-
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     db.init_db(app)
     dispatcher = scheduler.start(app)
@@ -145,7 +144,7 @@ def serve_command(host: str, port: int, threads: int) -> None:
     click.echo(f"Serving maia-trainings on http://{host}:{port}")
     try:
         with _on_signals(stop):
-            waitress.serve(app, host=host, port=port, threads=threads, ident="maia-trainings")
+            server.serve(app, host=host, port=port, threads=threads)
     finally:
         if dispatcher is not None:
             click.echo("Stopping: running trainings get SHUTDOWN_GRACE seconds to finish.")

@@ -12,6 +12,10 @@ MODELS_DIR: str | None = None
 DEFAULT_PAGE_SIZE = 100
 # Seconds between writes of a token's last_used_at (each use would cost a write).
 TOKEN_TOUCH_INTERVAL = 60
+# Failed authentications an address may make before it is shut out for a while (429).
+AUTH_FAILURES_ALLOWED = 10
+# The longest an address is shut out, in seconds (the wait doubles with each further failure).
+AUTH_BACKOFF_MAX = 60
 
 # The function that trains a model, as "package.module:function" (see maia_trainings.trainers).
 TRAINER = "maia_trainings.trainers.scoring:train"

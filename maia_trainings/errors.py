@@ -8,10 +8,11 @@ from typing import Any
 
 from flask import Flask, Response
 from marshmallow import ValidationError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from . import formats
-from .exceptions import ServiceError
+from .exceptions import ServiceError, TooManyRequests
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +26,15 @@ MESSAGES = {
     409: "the request conflicts with the resource's current state",
     413: "the request body is too large",
     415: "the request body's content type is not supported",
+    429: "too many requests",
     500: "unexpected error",
     503: "the service is temporarily unavailable",
 }
 VALIDATION_MESSAGE = "the request has invalid fields"
+DATABASE_UNAVAILABLE = (
+    "the database cannot take this request now (disk full, read-only or busy); nothing was "
+    "changed, try again later"
+)
 
 
 def error_response(
@@ -58,7 +64,15 @@ def _format_error(exc: formats.FormatError) -> Response:
 
 
 def _service_error(exc: ServiceError) -> Response:
-    return error_response(exc.code, exc.message, exc.errors)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+    return error_response(exc.code, exc.message, exc.errors, headers=headers)
+
+
+def _database_error(exc: OperationalError) -> Response:
+    # A full disk, a read-only file, a lock held too long, a server away: the request is
+    # refused whole (its transaction rolled back) and can be sent again later.
+    log.error("database error: %s", exc.orig)
+    return error_response(503, DATABASE_UNAVAILABLE, headers={"Retry-After": "5"})
 
 
 def _validation_error(exc: ValidationError) -> Response:
@@ -74,6 +88,7 @@ def _unexpected_error(exc: Exception) -> Response:
 def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(ServiceError, _service_error)
+    app.register_error_handler(OperationalError, _database_error)
     app.register_error_handler(formats.FormatError, _format_error)
     app.register_error_handler(ValidationError, _validation_error)
     app.register_error_handler(Exception, _unexpected_error)

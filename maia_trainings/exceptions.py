@@ -33,5 +33,13 @@ class Conflict(ServiceError):
     code = 409
 
 
+class TooManyRequests(ServiceError):
+    code = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Unavailable(ServiceError):
     code = 503
