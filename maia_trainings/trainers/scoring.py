@@ -108,7 +108,7 @@ def validate(params: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
         elif len(set(features)) != len(features) or target in features:
             problem("features", "Must name each column once, and not the target.")
     model = params.get("model", "logistic_regression")
-    if model not in MODELS:
+    if not isinstance(model, str) or model not in MODELS:
         problem("model", f"Must be one of {', '.join(MODELS)}.")
     elif "params" in params:
         for message in _hyperparameter_problems(model, params["params"]):
@@ -147,7 +147,7 @@ def _dataset_problems(dataset: Any, settings: Mapping[str, Any]) -> Iterable[str
         yield 'Must be a CSV file name or {"datasource": NAME, "query": "SELECT ..."}.'
         return
     datasources = settings.get("DATASOURCES") or {}
-    if dataset["datasource"] not in datasources:
+    if not isinstance(dataset["datasource"], str) or dataset["datasource"] not in datasources:
         names = ", ".join(sorted(datasources)) or "none are configured"
         yield f"Unknown datasource {dataset['datasource']!r} ({names})."
     query = dataset["query"]
@@ -178,11 +178,16 @@ def _hyperparameter_problems(model: str, hyperparameters: Any) -> Iterable[str]:
 
 
 def _compact(chunk: pd.DataFrame) -> pd.DataFrame:
-    """Numbers in 32 bits, text as categories: a million rows stay small."""
+    """Numbers as floats, text as categories: a million rows stay small.
+
+    Numbers stay 64-bit, as the saved pipeline will get them from raw rows: a narrower type
+    here would move values across a tree's split points and make the reported figures
+    differ from what the artifact computes.
+    """
     for column in chunk.columns:
         series = chunk[column]
         if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-            chunk[column] = series.astype(np.float32)
+            chunk[column] = series.astype(np.float64)
         else:
             chunk[column] = series.astype("category")
     return chunk
@@ -208,9 +213,11 @@ def _concat(chunks: Iterable[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _as_category(part: pd.Series) -> pd.Series:
-    if isinstance(part.dtype, pd.CategoricalDtype):
-        return part
-    return part.astype("string").astype("category")
+    """``part`` as categories of plain text, whatever a chunk's reader made of it."""
+    if not isinstance(part.dtype, pd.CategoricalDtype):
+        part = part.astype(object).where(part.notna(), None).astype("category")
+    labels = pd.Index([str(label) for label in part.cat.categories], dtype=object)
+    return part.cat.rename_categories(labels) if len(labels) else part.cat.set_categories(labels)
 
 
 def _read_only(connection: sqlalchemy.Connection) -> None:
