@@ -15,8 +15,8 @@ import click
 from flask import Flask, current_app, g
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import NullPool
 
 from .models import Base
 
@@ -34,18 +34,47 @@ def build_engine(url: str, *, busy_timeout: float = 30) -> Engine:
         os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
     engine = create_engine(
         url,
-        # Connections are cheap to open and a pool would pin them to threads that may die.
-        poolclass=NullPool,
+        # Pooled connections keep SQLite's WAL index open: no per-request open and PRAGMAs,
+        # and reads go on from an open connection even when the file can no longer be opened
+        # for writing (a read-only or full file system).
+        pool_size=8,
+        max_overflow=24,
         connect_args={"timeout": busy_timeout, "check_same_thread": False},
     )
 
+    path = os.path.abspath(parsed.database) if parsed.database else ""
+
+    def storage_writable() -> bool:
+        return not path or os.access(os.path.dirname(path), os.W_OK)
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+        if storage_writable() or not os.path.exists(path):
+            return None  # the usual connection
+        # The file lives on read-only storage: SQLite cannot make the WAL's side files there,
+        # so the database is opened as the unchanging file it now is. Reads go on; writes
+        # fail (and are answered 503) until the storage is writable again.
+        record.info["read_only"] = True
+        return sqlite3.connect(
+            f"file:{path}?mode=ro&immutable=1",
+            uri=True,
+            timeout=busy_timeout,
+            check_same_thread=False,
+        )
+
+    @event.listens_for(engine, "checkout")
+    def _recover(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if record.info.get("read_only") and storage_writable():
+            raise DisconnectionError("the storage is writable again")  # the pool reconnects
+
     @event.listens_for(engine, "connect")
-    def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    def _configure_sqlite(dbapi_connection: Any, record: Any) -> None:
         # Let SQLAlchemy, not pysqlite, decide when transactions begin (see "begin" below).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        # WAL lets readers go on while one writer commits.
-        cursor.execute("PRAGMA journal_mode=WAL")
+        if not record.info.get("read_only"):
+            # WAL lets readers go on while one writer commits.
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         # In WAL mode NORMAL is still durable against application crashes.

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, false, func, not_, or_, select, true, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from .db import writing
@@ -320,10 +320,14 @@ def authenticate(
     )
     if stale:
         # Throttled: a write on every request would make reads compete for the write lock.
-        with writing(session):
-            session.execute(
-                update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now)
-            )
+        # Advisory too: a database that cannot be written (a full disk) must not stop reads.
+        try:
+            with writing(session):
+                session.execute(
+                    update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now)
+                )
+        except OperationalError:
+            return token
         token.last_used_at = now
     return token
 

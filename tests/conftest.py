@@ -138,6 +138,7 @@ def server_env(instance: Path, **settings: str) -> dict[str, str]:
 def start_server(instance: Path, token: str | None = None, **settings: str) -> Server:
     """Serve ``instance`` with waitress in a subprocess; makes a token unless one is given."""
     env = server_env(instance, **settings)
+    instance.mkdir(parents=True, exist_ok=True)
     if token is None:
         out = subprocess.run(
             flask_command("trainings", "token", "create", "tester"),

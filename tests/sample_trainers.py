@@ -3,7 +3,8 @@
 Configured as ``TRAINER = "sample_trainers:train"`` (the tests folder is on the path).
 Meta keys: ``action`` (below), ``seconds``, ``record`` (a file that gets one JSON line at each
 start and end, written with O_APPEND so concurrent runs never interleave a line), ``until``
-(for ``retry_until``: the attempt that succeeds).
+(for ``retry_until``: the attempt that succeeds), ``model_bytes`` (the size of the model file
+to write, for filling a disk).
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ def train(ctx: TrainingContext) -> dict:
     if action == "noisy":
         for n in range(int(params.get("lines", 10000))):
             print(f"noise line {n:06d} " + "x" * 60)
-    Path(ctx.output_path).write_text(json.dumps({"trained": ctx.training["id"]}))
+    if params.get("model_bytes"):
+        with Path(ctx.output_path).open("wb") as model:
+            for _ in range(int(params["model_bytes"]) // 65536 + 1):
+                model.write(b"\0" * 65536)
+    else:
+        Path(ctx.output_path).write_text(json.dumps({"trained": ctx.training["id"]}))
     _record(ctx, "end")
     return {"accuracy": 0.9, "precission": 0.8, "mae": 0.1, "rmse": 0.2, "metrics": {"auc": 0.7}}
