@@ -6,7 +6,7 @@ FLASK := $(BIN)/flask --app maia_trainings
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint format soak clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,11 @@ format: install
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The chaos soak: load, random SIGKILLs and restarts, then every invariant checked.
+SOAK_SECONDS ?= 120
+soak: install
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,10 @@ MESSAGES = {
     503: "the service is temporarily unavailable",
 }
 VALIDATION_MESSAGE = "the request has invalid fields"
+# Names short and plain enough to be field names or operators (ours are at most 24 characters),
+# and too short to be a token (46): others are reported under HIDDEN_NAME.
+SHOWN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,31}")
+HIDDEN_NAME = "_unknown"
 DATABASE_UNAVAILABLE = (
     "the database cannot take this request now (disk full, read-only or busy); nothing was "
     "changed, try again later"
@@ -75,9 +80,30 @@ def _database_error(exc: OperationalError) -> Response:
     return error_response(503, DATABASE_UNAVAILABLE, headers={"Retry-After": "5"})
 
 
+def _shown_name(name: object) -> str:
+    """A client's field or parameter name, repeated only when it cannot be a secret."""
+    text = str(name)
+    return text if SHOWN_NAME.fullmatch(text) else HIDDEN_NAME
+
+
+def _without_secrets(errors: Any) -> Any:
+    # Unknown names come from the client and are echoed back; one may be a pasted token.
+    if not isinstance(errors, Mapping):
+        return errors
+    shown: dict[str, Any] = {}
+    for name, messages in errors.items():
+        key = _shown_name(name)
+        value = _without_secrets(messages)
+        if key in shown and isinstance(shown[key], list) and isinstance(value, list):
+            shown[key] = shown[key] + value
+        else:
+            shown[key] = value
+    return shown
+
+
 def _validation_error(exc: ValidationError) -> Response:
     errors = exc.messages if isinstance(exc.messages, Mapping) else {"_body": exc.messages}
-    return error_response(400, VALIDATION_MESSAGE, errors)
+    return error_response(400, VALIDATION_MESSAGE, _without_secrets(errors))
 
 
 def _unexpected_error(exc: Exception) -> Response:

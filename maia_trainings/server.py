@@ -10,6 +10,7 @@ from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 
 from .errors import MESSAGES
+from .headers import CONTENT_SECURITY_POLICY
 
 
 class JsonErrorTask(ErrorTask):
@@ -20,12 +21,17 @@ class JsonErrorTask(ErrorTask):
     def execute(self) -> None:
         error = self.request.error
         code = int(error.code)
-        body = json.dumps(
-            {"code": code, "message": f"{MESSAGES.get(code, error.reason.lower())}: {error.body}"}
-        ).encode()
+        # Waitress quotes the offending line after the reason; it may hold a token.
+        reason = str(error.body).split('"', 1)[0].strip().rstrip(":")
+        message = MESSAGES.get(code, error.reason.lower()) + (f": {reason}" if reason else "")
+        body = json.dumps({"code": code, "message": message}).encode()
         self.status = f"{code} {error.reason}"
         self.response_headers.extend(
-            [("Content-Type", "application/json"), ("X-Content-Type-Options", "nosniff")]
+            [
+                ("Content-Type", "application/json"),
+                ("X-Content-Type-Options", "nosniff"),
+                ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+            ]
         )
         self.set_close_on_finish()
         self.content_length = len(body)
