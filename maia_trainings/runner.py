@@ -16,6 +16,7 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import os
+import resource
 import signal
 import sys
 import threading
@@ -155,6 +156,12 @@ def _child_main(
         traceback.print_exc()
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        trainer_log.info(
+            "peak memory %.1f MB, CPU %.2f s",
+            usage.ru_maxrss / 1024,  # kilobytes on Linux
+            usage.ru_utime + usage.ru_stime,
+        )
         conn.close()
 
 
