@@ -23,8 +23,11 @@ def check_relative_path(value: str) -> None:
 def resolve_inside(folder: Path, relative: str) -> Path:
     """``folder/relative`` with links followed; PathOutside if that leaves ``folder``."""
     check_relative_path(relative)
-    base = Path(folder).resolve()
-    target = (base / relative).resolve()
+    try:
+        base = Path(folder).resolve()
+        target = (base / relative).resolve()
+    except (OSError, RuntimeError):  # a link loop, a name too long for the file system
+        raise PathOutside("Cannot be resolved inside its folder.") from None
     if not target.is_relative_to(base):
         raise PathOutside("Must stay inside its folder.")
     return target

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import math
 import multiprocessing
@@ -40,6 +39,7 @@ from .trainers import (
     binary_name,
     check_result,
     load_trainer,
+    params_from_meta,
     trainer_settings,
 )
 
@@ -216,14 +216,6 @@ def _max_runtime(params: Mapping[str, Any], ceiling: float) -> float:
     return ceiling
 
 
-def _params(meta: str | None) -> dict[str, Any]:
-    try:
-        params = json.loads(meta) if meta else {}
-    except ValueError:
-        return {}
-    return params if isinstance(params, dict) else {}
-
-
 class _Run:
     """One attempt of one training, from the child's start to the recorded outcome."""
 
@@ -236,7 +228,7 @@ class _Run:
         self.training = training
         self.owner = owner
         self.shutdown = shutdown or Shutdown()
-        self.params = _params(training.meta)
+        self.params = params_from_meta(training.meta)
         self.progress: float | None = 0.0
         self.started_at = None
         self.last_log_size = -1

@@ -25,7 +25,13 @@ from .formats import NOT_XML_CHARACTERS
 from .models import STATUSES, Training
 from .paths import PathOutside, check_relative_path, resolve_inside
 from .store import Filter, ListQuery
-from .trainers import InvalidParams, load_trainer, trainer_settings, validate_params
+from .trainers import (
+    InvalidParams,
+    load_trainer,
+    params_from_meta,
+    trainer_settings,
+    validate_params,
+)
 
 MAX_META_BYTES = 64 * 1024
 # Fields of the representation that the service sets; sent by a client, they are ignored,
@@ -223,12 +229,9 @@ def load_training(
 
 def check_trainer_params(meta: str, config: Mapping[str, Any]) -> None:
     """Let the configured trainer refuse its parameters (the meta) before anything is stored."""
-    try:
-        params = json.loads(meta)
-    except ValueError:
-        return  # free text: the trainer gets {} as its parameters
-    if not isinstance(params, dict):
-        return
+    params = params_from_meta(meta)
+    if not params:
+        return  # free text or no object: the trainer gets {} as its parameters
     trainer = load_trainer(config["TRAINER"])
     try:
         validate_params(trainer, params, trainer_settings(config))

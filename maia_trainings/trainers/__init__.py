@@ -79,6 +79,15 @@ def load_trainer(spec: str) -> Trainer:
     return trainer
 
 
+def params_from_meta(meta: str | None) -> dict[str, Any]:
+    """A training's meta as its trainer's parameters: the JSON object it holds, else {}."""
+    try:
+        params = json.loads(meta) if meta else {}
+    except (ValueError, RecursionError):  # free text, or JSON nested past what Python parses
+        return {}
+    return params if isinstance(params, dict) else {}
+
+
 def validate_params(trainer: Trainer, params: dict[str, Any], settings: Mapping[str, Any]) -> None:
     """Run the trainer's optional ``validate(params, settings)`` hook, if it has one.
 

@@ -79,7 +79,10 @@ TRUSTED_MODULES = ("sklearn.", "numpy.", "builtins.")
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number: an int of any size, or a finite float; not a bool."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def validate(params: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
@@ -140,7 +143,11 @@ def _dataset_problems(dataset: Any, settings: Mapping[str, Any]) -> Iterable[str
         except PathOutside as exc:
             yield f"{exc} (a CSV file name inside the datasets folder)"
             return
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except OSError:  # a name the file system cannot hold
+            found = False
+        if not found:
             yield f"No dataset named {dataset!r} in the datasets folder."
         return
     if not isinstance(dataset, Mapping) or set(dataset) != {"datasource", "query"}:
