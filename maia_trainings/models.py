@@ -98,6 +98,9 @@ class Training(Base):
         # The queue looks for due work by status and time.
         Index("ix_trainings_status_scheduled_at", "status", "scheduled_at"),
         Index("ix_trainings_status_lease_expires_at", "status", "lease_expires_at"),
+        # Never hand a deleted training's id to a new one: a client retrying a DELETE whose
+        # answer it lost must not delete someone else's training (PostgreSQL never reuses).
+        {"sqlite_autoincrement": True},
     )
 
 
@@ -105,6 +108,7 @@ class ApiToken(Base):
     """A bearer token: only its SHA-256 is stored, never the token itself."""
 
     __tablename__ = "api_tokens"
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(64), index=True)

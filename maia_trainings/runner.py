@@ -270,7 +270,11 @@ class _Run:
         sender.close()
         alive_in_child.close()
         try:
-            ending, message, result = self._supervise(process, receiver)
+            # The lease ran from the claim; starting the child (a cold fork server takes a
+            # second or two) must not let it expire before the first heartbeat.
+            ending, message, result = (
+                self._supervise(process, receiver) if self._beat() else ("lost", "", None)
+            )
         finally:
             if process.is_alive():
                 process.kill()
