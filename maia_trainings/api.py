@@ -66,7 +66,7 @@ def _load(partial: bool = False) -> dict[str, Any]:
 def create_training() -> Response:
     fields = _load()
     training, _created = store.create_training(db.get_session(), fields, actor=current_actor())
-    scheduler.wake()
+    scheduler.notify(training)
     return render(dump_training(training))
 
 
@@ -96,7 +96,7 @@ def update_training(training_id: str) -> Response:
     key = _training_id(training_id)
     fields = _load(partial=True)
     training = store.update_training(db.get_session(), key, fields, actor=current_actor())
-    scheduler.wake()  # a new scheduled_at may have made it due
+    scheduler.notify(training)  # a new scheduled_at may have made it due, or due later
     return render(dump_training(training))
 
 

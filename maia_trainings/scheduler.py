@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import ThreadPoolExecutor as FuturesPool
 from concurrent.futures import wait as futures_wait
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -24,7 +24,7 @@ from flask import Flask
 from werkzeug.serving import is_running_from_reloader
 
 from . import db, runner, store
-from .models import QUEUED, RUNNING, Training, utcnow
+from .models import QUEUED, RUNNING, SCHEDULED, Training, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,9 @@ class Dispatcher:
         self.shutdown_signal = runner.Shutdown()
         self._busy = 0
         self._busy_changed = threading.Condition()
+        # When the "next-due" wake-up is set for; None when none is.
+        self._next_due: datetime | None = None
+        self._next_due_lock = threading.Lock()
         # Dispatches take turns, so that two wake-ups never claim past the free workers.
         self._dispatch_lock = threading.Lock()
         self.scheduler = BackgroundScheduler(
@@ -76,6 +79,17 @@ class Dispatcher:
         if not self.stopping:
             self.scheduler.add_job(self.dispatch, id="wake", replace_existing=True)
 
+    def due_at(self, moment: datetime, *, replace: bool = False) -> None:
+        """Look for due work at ``moment`` (unless an earlier look is already set)."""
+        with self._next_due_lock:
+            pending = self._next_due is not None and self._next_due > utcnow()
+            if self.stopping or (not replace and pending and self._next_due <= moment):
+                return  # a look at or before then is already set
+            self._next_due = moment
+            self.scheduler.add_job(
+                self.dispatch, "date", run_date=moment, id="next-due", replace_existing=True
+            )
+
     def dispatch(self) -> None:
         with self._dispatch_lock:
             if self.stopping:
@@ -102,9 +116,7 @@ class Dispatcher:
                 self.scheduler.add_job(self._run, args=[training, owner], executor="runs")
             next_due = store.next_due_at(session)
         if next_due is not None:
-            self.scheduler.add_job(
-                self.dispatch, "date", run_date=next_due, id="next-due", replace_existing=True
-            )
+            self.due_at(next_due, replace=True)
 
     def _run(self, training: Training, owner: str) -> None:
         try:
@@ -149,6 +161,21 @@ def start(app: Flask) -> Dispatcher | None:
             _dispatcher.start()
             atexit.register(_dispatcher.shutdown)
         return _dispatcher
+
+
+def notify(training: Training) -> None:
+    """Tell this process's dispatcher, if it runs, about a training created or changed.
+
+    A queued one means work now; a scheduled one only needs a look at its time, which saves a
+    dispatch (and its queries) per request when clients schedule ahead.
+    """
+    dispatcher = _dispatcher
+    if dispatcher is None or dispatcher.pid != os.getpid():
+        return
+    if training.status == SCHEDULED and training.scheduled_at is not None:
+        dispatcher.due_at(training.scheduled_at)
+    elif training.status == QUEUED:
+        dispatcher.wake()
 
 
 def wake() -> None:

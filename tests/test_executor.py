@@ -199,6 +199,24 @@ def test_a_scheduled_training_waits_for_its_time_then_runs_on_time(serve):
     assert started_at - due <= timedelta(seconds=1.5)
 
 
+def test_schedules_made_in_any_order_each_run_on_time(serve):
+    server = serve()
+    now = datetime.now(UTC)
+    # A later one first, then an earlier one, then (after both ran) another.
+    later = create(server, scheduled_at=iso(now + timedelta(seconds=2.5)))
+    earlier = create(server, scheduled_at=iso(now + timedelta(seconds=1)))
+    for created in (earlier, later):
+        training = wait_finished(server, created["id"], timeout=5)
+        started = parse_time(training["started_at"])
+        assert (
+            timedelta(0) <= started - parse_time(created["scheduled_at"]) <= timedelta(seconds=1.5)
+        )
+    last = create(server, scheduled_at=iso(datetime.now(UTC) + timedelta(seconds=1)))
+    training = wait_finished(server, last["id"], timeout=5)
+    started = parse_time(training["started_at"])
+    assert timedelta(0) <= started - parse_time(last["scheduled_at"]) <= timedelta(seconds=1.5)
+
+
 def test_trainings_created_concurrently_each_run_exactly_once(serve, tmp_path):
     server = serve(WORKERS="2")
     record = tmp_path / "record.jsonl"
