@@ -7,6 +7,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from flask import Flask, Response, current_app, request
@@ -15,12 +16,13 @@ from flask_httpauth import HTTPTokenAuth
 from . import db, store
 from .errors import error_response
 from .exceptions import TooManyRequests
-from .models import READ_SCOPE, WRITE_SCOPE, ApiToken
+from .models import READ_SCOPE, WRITE_SCOPE
 
 token_auth = HTTPTokenAuth(scheme="Bearer")
 View = TypeVar("View", bound=Callable[..., Response])
 
 EXTENSION = "maia_trainings.failed_authentications"
+CACHE_EXTENSION = "maia_trainings.token_cache"
 WRITE_REQUIRED_MESSAGE = "this operation requires a token with the write scope"
 
 
@@ -69,29 +71,85 @@ class FailedAuthentications:
             self._by_address.pop(address, None)
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who a valid token says the caller is."""
+
+    name: str
+    scope: str
+
+
+class TokenCache:
+    """Valid tokens seen in the last ``seconds``, by hash: most requests skip the look-up.
+
+    Only valid tokens are kept (a guesser's tokens are looked up every time, and slowed by
+    FailedAuthentications). A revocation made in this process empties the cache at once; one
+    made elsewhere (the CLI beside a server) takes effect within ``seconds``.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._lock = threading.Lock()
+        self._callers: dict[str, tuple[Caller, float]] = {}
+
+    def get(self, digest: str, now: float) -> Caller | None:
+        with self._lock:
+            found = self._callers.get(digest)
+        return found[0] if found is not None and found[1] > now else None
+
+    def put(self, digest: str, caller: Caller, now: float) -> None:
+        with self._lock:
+            if len(self._callers) > 10_000:  # bounded, whatever the callers do
+                self._callers.clear()
+            self._callers[digest] = (caller, now + self.seconds)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._callers.clear()
+
+
 def _failures() -> FailedAuthentications:
     return current_app.extensions[EXTENSION]
 
 
-@token_auth.verify_token
-def verify_token(secret: str) -> ApiToken | None:
-    address = request.remote_addr or "unknown"
-    failures = _failures()
-    failures.check(address)
-    token = None
-    if secret:
+def forget_tokens(app: Flask) -> None:
+    """Drop cached tokens, after a revocation."""
+    cache = app.extensions.get(CACHE_EXTENSION)
+    if cache is not None:
+        cache.clear()
+
+
+def _lookup(secret: str) -> Caller | None:
+    cache: TokenCache = current_app.extensions[CACHE_EXTENSION]
+    digest = store.hash_token(secret)
+    now = time.monotonic()
+    caller = cache.get(digest, now)
+    if caller is None:
         token = store.authenticate(
             db.get_session(), secret, touch_interval=current_app.config["TOKEN_TOUCH_INTERVAL"]
         )
-    if token is None:
+        if token is None:
+            return None
+        caller = Caller(name=token.name, scope=token.scope)
+        cache.put(digest, caller, now)
+    return caller
+
+
+@token_auth.verify_token
+def verify_token(secret: str) -> Caller | None:
+    address = request.remote_addr or "unknown"
+    failures = _failures()
+    failures.check(address)
+    caller = _lookup(secret) if secret else None
+    if caller is None:
         failures.failed(address)
     else:
         failures.succeeded(address)
-    return token
+    return caller
 
 
 @token_auth.get_user_roles
-def token_roles(token: ApiToken) -> list[str]:
+def token_roles(token: Caller) -> list[str]:
     # A write token may do everything a read token may.
     return [READ_SCOPE, WRITE_SCOPE] if token.scope == WRITE_SCOPE else [READ_SCOPE]
 
@@ -111,6 +169,7 @@ def current_actor() -> str | None:
 
 
 def init_app(app: Flask) -> None:
+    app.extensions[CACHE_EXTENSION] = TokenCache(float(app.config["TOKEN_CACHE_SECONDS"]))
     app.extensions[EXTENSION] = FailedAuthentications(
         allowed=int(app.config["AUTH_FAILURES_ALLOWED"]),
         longest=float(app.config["AUTH_BACKOFF_MAX"]),

@@ -17,7 +17,7 @@ from flask.cli import AppGroup
 from marshmallow import ValidationError
 from werkzeug.datastructures import MultiDict
 
-from . import db, runner, scheduler, server, store
+from . import auth, db, runner, scheduler, server, store
 from .exceptions import ServiceError
 from .models import CANCELLED, FAILED, QUEUED, SCOPES, SUCCEEDED, WRITE_SCOPE, Training
 from .schemas import dump_training, dump_trainings, format_timestamp, parse_list_query
@@ -86,6 +86,7 @@ def token_revoke(name: str) -> None:
             store.revoke_token(session, name)
         except ServiceError as exc:
             _fail(exc)
+    auth.forget_tokens(current_app._get_current_object())  # type: ignore[attr-defined]
     click.echo(f"Revoked the token {name!r}.")
 
 
