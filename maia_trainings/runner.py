@@ -227,6 +227,7 @@ class _Run:
         self.database = db.database(app)
         self.training = training
         self.owner = owner
+        self.claimed = time.monotonic()  # near enough: runs start right after their claim
         self.shutdown = shutdown or Shutdown()
         self.params = params_from_meta(training.meta)
         self.progress: float | None = 0.0
@@ -272,8 +273,11 @@ class _Run:
         try:
             # The lease ran from the claim; starting the child (a cold fork server takes a
             # second or two) must not let it expire before the first heartbeat.
+            renewed = time.monotonic() - self.claimed < self.settings.lease_seconds / 3
             ending, message, result = (
-                self._supervise(process, receiver) if self._beat() else ("lost", "", None)
+                self._supervise(process, receiver)
+                if renewed or self._beat()
+                else ("lost", "", None)
             )
         finally:
             if process.is_alive():
