@@ -6,7 +6,7 @@ FLASK := $(BIN)/flask --app maia_trainings
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run test lint format soak clean
+.PHONY: install run test lint format soak bench clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,12 @@ test: lint
 SOAK_SECONDS ?= 120
 soak: install
 	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python bench/soak.py
+
+# The benchmark suite: BENCH=quick (default, a few minutes) or BENCH=full; writes
+# bench/RESULTS.md and the summary table in the README.
+BENCH ?= quick
+bench: install
+	BENCH=$(BENCH) $(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
+import logging
 
 from flask import Flask
 from waitress import create_server
@@ -45,9 +45,8 @@ class JsonErrorChannel(HTTPChannel):
 
 def serve(app: Flask, *, host: str, port: int, threads: int) -> None:
     """Serve ``app`` until the process is told to stop (SystemExit or KeyboardInterrupt)."""
-    # Shorter GIL turns: with many connections, waitress's threads otherwise wait out each
-    # other's 5 ms slices (see bench/RESULTS.md for what it does to create latency).
-    sys.setswitchinterval(0.001)
+    # One warning per request that waits for a thread is noise under load, and costs time.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     server = create_server(app, host=host, port=port, threads=threads, ident="maia-trainings")
     server.channel_class = JsonErrorChannel  # type: ignore[union-attr]
     server.run()
