@@ -74,10 +74,19 @@ class Dispatcher:
             "dispatcher started: %d workers, polling every %gs", self.workers, self.poll_interval
         )
 
-    def wake(self) -> None:
-        """Look for due work now (a training was created or freed a worker)."""
+    def wake(self, *, housekeeping: bool = False) -> None:
+        """Claim due work now (a training was queued, or a worker is free).
+
+        With ``housekeeping``, also queue the scheduled trainings whose time has come, recover
+        dead runs and set the next timed look, as the poll and the timed looks always do.
+        """
         if not self.stopping:
-            self.scheduler.add_job(self.dispatch, id="wake", replace_existing=True)
+            self.scheduler.add_job(
+                self.dispatch,
+                kwargs={"housekeeping": housekeeping},
+                id="wake-full" if housekeeping else "wake",
+                replace_existing=True,
+            )
 
     def due_at(self, moment: datetime, *, replace: bool = False) -> None:
         """Look for due work at ``moment`` (unless an earlier look is already set)."""
@@ -90,22 +99,23 @@ class Dispatcher:
                 self.dispatch, "date", run_date=moment, id="next-due", replace_existing=True
             )
 
-    def dispatch(self) -> None:
+    def dispatch(self, housekeeping: bool = True) -> None:
         with self._dispatch_lock:
             if self.stopping:
                 return
             try:
-                self._claim_while_free()
+                self._claim_while_free(housekeeping)
             except Exception:
                 log.exception("dispatch failed; the next poll tries again")
 
-    def _claim_while_free(self) -> None:
+    def _claim_while_free(self, housekeeping: bool) -> None:
         settings = self.settings
         with self.database.session() as session:
-            store.promote_due(session)
-            store.reap_expired(
-                session, max_attempts=settings.max_attempts, base_delay=settings.retry_delay
-            )
+            if housekeeping:
+                store.promote_due(session)
+                store.reap_expired(
+                    session, max_attempts=settings.max_attempts, base_delay=settings.retry_delay
+                )
             while self._busy < self.workers:
                 owner = runner.new_owner()
                 training = store.claim_next(session, owner, lease_seconds=settings.lease_seconds)
@@ -114,11 +124,12 @@ class Dispatcher:
                 with self._busy_changed:
                     self._busy += 1
                 self.scheduler.add_job(self._run, args=[training, owner], executor="runs")
-            next_due = store.next_due_at(session)
+            next_due = store.next_due_at(session) if housekeeping else None
         if next_due is not None:
             self.due_at(next_due, replace=True)
 
     def _run(self, training: Training, owner: str) -> None:
+        status = ""
         try:
             status = runner.run_claimed(self.app, training, owner, self.shutdown_signal)
             log.info("training %s: %s", training.id, status or "stopped (cancelled or taken over)")
@@ -126,7 +137,8 @@ class Dispatcher:
             with self._busy_changed:
                 self._busy -= 1
                 self._busy_changed.notify_all()
-            self.wake()
+            # A training back in the queue waits out a back-off: its time needs a timed look.
+            self.wake(housekeeping=status == QUEUED)
 
     def shutdown(self, grace: float | None = None) -> None:
         """Stop claiming; running trainings get ``grace`` seconds, then go back to the queue."""
