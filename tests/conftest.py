@@ -35,13 +35,19 @@ def instance_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def app(instance_path: Path, monkeypatch: pytest.MonkeyPatch) -> Flask:
     monkeypatch.setenv("MAIA_INSTANCE_PATH", str(instance_path))
+    return build_app(instance_path / "test.sqlite3", instance_path)
+
+
+def build_app(database: Path, instance: Path, **settings: Any) -> Flask:
+    """A testing app on the SQLite file ``database``, its tables made, with ``settings``."""
     app = create_app(
         {
             "TESTING": True,
-            "DATABASE_URL": f"sqlite:///{instance_path / 'test.sqlite3'}",
-            "MODELS_DIR": str(instance_path / "models"),
+            "DATABASE_URL": f"sqlite:///{database}",
+            "MODELS_DIR": str(instance / "models"),
             # The API's tests need a trainer that takes any meta; the built-in one has its own.
             "TRAINER": SAMPLE_TRAINER,
+            **settings,
         }
     )
     db.init_db(app)

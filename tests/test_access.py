@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import bearer, flask_command, make_token, server_env, stop_server
+from conftest import bearer, build_app, flask_command, make_token, server_env, stop_server
 from flask import Flask
 from helpers import create, fetch, set_columns
 
-from maia_trainings import create_app
 from maia_trainings.auth import WRITE_REQUIRED_MESSAGE, FailedAuthentications
 from maia_trainings.exceptions import TooManyRequests
 
@@ -527,17 +526,13 @@ ALLOWED = 3
 
 
 @pytest.fixture
-def backoff_app(app: Flask) -> Flask:
+def backoff_app(app: Flask, instance_path: Path) -> Flask:
     """An app on the same database whose shut-outs last at most 1 s, after 3 free failures."""
-    return create_app(
-        {
-            "TESTING": True,
-            "DATABASE_URL": app.config["DATABASE_URL"],
-            "MODELS_DIR": app.config["MODELS_DIR"],
-            "TRAINER": app.config["TRAINER"],
-            "AUTH_FAILURES_ALLOWED": ALLOWED,
-            "AUTH_BACKOFF_MAX": 1,
-        }
+    return build_app(
+        instance_path / "test.sqlite3",
+        instance_path,
+        AUTH_FAILURES_ALLOWED=ALLOWED,
+        AUTH_BACKOFF_MAX=1,
     )
 
 

@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_TRAINER, make_token
+from conftest import build_app, make_token
 from helpers import count, create
 
-from maia_trainings import create_app, db
+from maia_trainings import db
 
 
 def _mount(point: Path, *options: str) -> None:
@@ -39,20 +39,6 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     yield mount
     for point in mounted:
         subprocess.run(["umount", "-l", point], check=False)
-
-
-def _app_on(database: Path, instance: Path, **settings: object):
-    app = create_app(
-        {
-            "TESTING": True,
-            "DATABASE_URL": f"sqlite:///{database}",
-            "MODELS_DIR": str(instance / "models"),
-            "TRAINER": SAMPLE_TRAINER,
-            **settings,
-        }
-    )
-    db.init_db(app)
-    return app
 
 
 def _fill(folder: Path) -> Path:
@@ -83,7 +69,7 @@ def _assert_unavailable(response) -> None:
 def test_a_full_disk_refuses_writes_keeps_reads_and_recovers(small_disk, instance_path):
     disk = small_disk("2m")
     database = disk / "trainings.sqlite3"
-    app = _app_on(database, instance_path)
+    app = build_app(database, instance_path)
     client = app.test_client()
     auth = {"Authorization": f"Bearer {make_token(app, 'writer')}"}
     first = create(client, auth, uuid="before-the-disk-filled", meta="x" * 1000)
@@ -124,7 +110,7 @@ def test_a_full_disk_refuses_writes_keeps_reads_and_recovers(small_disk, instanc
 def test_a_read_only_database_serves_reads_refuses_writes_and_recovers(small_disk, instance_path):
     disk = small_disk("4m")
     database = disk / "trainings.sqlite3"
-    app = _app_on(database, instance_path)
+    app = build_app(database, instance_path)
     client = app.test_client()
     auth = {"Authorization": f"Bearer {make_token(app, 'writer')}"}
     kept = [create(client, auth, uuid=f"kept-{n}", version=str(n)) for n in range(3)]
@@ -152,7 +138,7 @@ def _run_pending(app) -> tuple[int, str]:
 
 def test_a_full_models_folder_fails_the_training_and_leaves_no_file(small_disk, instance_path):
     models = small_disk("256k")
-    app = _app_on(instance_path / "t.sqlite3", instance_path, MODELS_DIR=str(models))
+    app = build_app(instance_path / "t.sqlite3", instance_path, MODELS_DIR=str(models))
     client = app.test_client()
     auth = {"Authorization": f"Bearer {make_token(app, 'writer')}"}
     training = create(client, auth, meta={"model_bytes": 1_000_000})
@@ -170,7 +156,7 @@ def test_a_full_models_folder_fails_the_training_and_leaves_no_file(small_disk, 
 def test_an_unwritable_models_folder_fails_the_training_clearly(small_disk, instance_path):
     models = small_disk("1m")
     _mount(models, "-o", "remount,ro")
-    app = _app_on(instance_path / "t.sqlite3", instance_path, MODELS_DIR=str(models))
+    app = build_app(instance_path / "t.sqlite3", instance_path, MODELS_DIR=str(models))
     client = app.test_client()
     auth = {"Authorization": f"Bearer {make_token(app, 'writer')}"}
     training = create(client, auth)
