@@ -12,11 +12,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, false, func, not_, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    delete,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from .db import writing
+from .db import database_of, writing
 from .exceptions import Conflict, InvalidRequest, NotFound
 from .models import (
     CANCELLED,
@@ -165,31 +176,33 @@ def create_training(
     """
     now = now or utcnow()
     fingerprint = _fingerprint(fields)
-    values = {name: fields[name] for name in EDITABLE_FIELDS if name in fields}
-    training = Training(
-        uuid=fields.get("uuid") or str(uuid_module.uuid4()),
-        status=_status_for(values.get("scheduled_at"), now),
-        created_at=now,
-        updated_at=now,
-        created_by=actor,
-        updated_by=actor,
-        attempts=0,
-        request_fingerprint=fingerprint,
-        **values,
-    )
+    row: dict[str, Any] = {
+        "uuid": fields.get("uuid") or str(uuid_module.uuid4()),
+        "status": _status_for(fields.get("scheduled_at"), now),
+        "created_at": now,
+        "updated_at": now,
+        "created_by": actor,
+        "updated_by": actor,
+        "attempts": 0,
+        "request_fingerprint": fingerprint,
+        **{name: fields[name] for name in EDITABLE_FIELDS if name in fields},
+    }
+    if session.in_transaction():
+        session.commit()  # no snapshot of this session's may hide the row from later reads
     try:
-        with writing(session):
-            session.add(training)
+        # Grouped with concurrent creates into one commit; returns once the row is durable.
+        training_id = database_of(session).group_insert(Training.__table__).insert(row)
     except IntegrityError:
-        existing = session.scalar(select(Training).where(Training.uuid == training.uuid))
+        existing = session.scalar(select(Training).where(Training.uuid == row["uuid"]))
         if existing is None:
             raise
         if not hmac.compare_digest(existing.request_fingerprint, fingerprint):
             raise Conflict(
-                f"a training with uuid {training.uuid!r} already exists with different fields"
+                f"a training with uuid {row['uuid']!r} already exists with different fields"
             ) from None
         return existing, False
-    return training, True
+    # What was stored, as an object outside the session (nothing else is loaded or tracked).
+    return Training(id=training_id, **row), True
 
 
 def update_training(
