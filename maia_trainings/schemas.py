@@ -65,7 +65,8 @@ def to_milliseconds(moment: datetime) -> datetime:
 
 def format_timestamp(moment: datetime) -> str:
     """ISO 8601 in UTC with milliseconds and a ``Z``: ``2026-01-02T03:04:05.678Z``."""
-    return to_milliseconds(moment).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    # isoformat rather than strftime: several times faster, and it pads years below 1000.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 class Timestamp(fields.AwareDateTime):
