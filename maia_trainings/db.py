@@ -149,11 +149,17 @@ class GroupInsert:
         try:
             try:
                 with self._connection() as connection:
-                    keys = connection.execute(
-                        self._insert_many, [pending.row for pending in batch]
-                    ).scalars()
-                    for pending, key in zip(batch, keys, strict=True):
-                        pending.key = key
+                    # One statement per set of columns: an executemany takes its columns from
+                    # the first row, and would drop other rows' extra values without a word.
+                    shapes: dict[frozenset[str], list[_PendingRow]] = {}
+                    for pending in batch:
+                        shapes.setdefault(frozenset(pending.row), []).append(pending)
+                    for rows in shapes.values():
+                        keys = connection.execute(
+                            self._insert_many, [pending.row for pending in rows]
+                        ).scalars()
+                        for pending, key in zip(rows, keys, strict=True):
+                            pending.key = key
                     connection.commit()
             except IntegrityError:
                 if len(batch) == 1:

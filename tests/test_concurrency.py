@@ -28,33 +28,53 @@ def _all_trainings(server: Server) -> list[dict[str, Any]]:
     return server.get("/trainings?_limit=10000&_sort=id:ASC")
 
 
+LATER = "2031-01-02T03:04:05.678Z"
+# Bodies of different shapes, as different clients send them: concurrent creates are stored
+# together, and no field of one may be lost to the shape of another.
+SHAPES = (
+    {},
+    {"scheduled_at": LATER},
+    {"meta": "free text", "binaryPath": "models/m.bin"},
+    {"scheduled_at": LATER, "meta": "{\"seconds\": 0}"},
+)
+
+
 def test_concurrent_creates_each_answer_with_their_own_stored_training(server):
     # Creates arriving together are committed together; each client must still get back
     # exactly its own training, with the id under which it was stored.
-    clients, per_client = 24, 10
+    clients, per_client = 24, 12
 
-    def one_client(number: int) -> list[tuple[int, Any]]:
+    def body(number: int, i: int) -> dict[str, Any]:
+        shape = SHAPES[(number + i) % len(SHAPES)]
+        return {"uuid": f"c{number}-{i}", "version": f"{number}.{i}", **shape}
+
+    def one_client(number: int) -> list[tuple[dict[str, Any], int, Any]]:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-        answers = [
-            _post(conn, server.token, {"uuid": f"c{number}-{i}", "version": f"{number}.{i}"})
-            for i in range(per_client)
-        ]
+        answers = []
+        for i in range(per_client):
+            sent = body(number, i)
+            answers.append((sent, *_post(conn, server.token, sent)))
         conn.close()
         return answers
 
     with ThreadPoolExecutor(clients) as pool:
         answers = [answer for batch in pool.map(one_client, range(clients)) for answer in batch]
 
-    assert [status for status, _ in answers] == [200] * clients * per_client
-    ids = [body["id"] for _, body in answers]
+    assert [status for _, status, _ in answers] == [200] * clients * per_client
+    ids = [answer["id"] for _, _, answer in answers]
     assert len(set(ids)) == len(ids)
-    for _, body in answers:
-        assert body["version"] == body["uuid"][1:].replace("-", ".")
     stored = {training["id"]: training for training in _all_trainings(server)}
     assert len(stored) == clients * per_client
-    for _, body in answers:
-        assert stored[body["id"]]["uuid"] == body["uuid"]
-        assert stored[body["id"]]["version"] == body["version"]
+    for sent, _, answer in answers:
+        for shown in (answer, stored[answer["id"]]):
+            assert shown["uuid"] == sent["uuid"] and shown["version"] == sent["version"]
+            assert shown["scheduled_at"] == sent.get("scheduled_at")
+            assert shown["meta"] == sent.get("meta")
+            assert shown["binaryPath"] == sent.get("binaryPath")
+            if "scheduled_at" in sent:
+                assert shown["status"] == "scheduled"
+            else:
+                assert shown["status"] != "scheduled"
 
 
 def _race(server: Server, bodies: list[dict[str, Any]]) -> list[tuple[int, Any]]:
