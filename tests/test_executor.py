@@ -556,3 +556,60 @@ def test_progress_is_reported_while_a_training_runs(serve):
     status, _, body = request(server, "GET", f"/trainings/{created['id']}/log")
     assert status == 200
     assert "step 4 of 4" in body.decode()
+
+
+# Children started ahead of their trainings --------------------------------------------------
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (children, their children, ...), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_each_training_runs_in_a_fresh_process_with_its_start_recorded(serve, tmp_path):
+    # Children are started ahead of their trainings, but each still runs exactly one.
+    server = serve(WORKERS="1")
+    record = tmp_path / "record.jsonl"
+    created = [create(server, meta={"record": str(record)}) for _ in range(4)]
+    finished = [wait_finished(server, training["id"], 30) for training in created]
+
+    assert [training["status"] for training in finished] == ["succeeded"] * 4
+    pids = [line["pid"] for line in events(record, "start")]
+    assert len(pids) == 4 and len(set(pids)) == 4
+    assert not any(pid_alive(pid) for pid in pids)
+    for training in finished:
+        # A short run's start is written with its outcome, and still shown.
+        assert training["started_at"] is not None
+        assert parse_time(training["started_at"]) <= parse_time(training["finished_at"])
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_stopped_server_leaves_no_process_behind(serve, tmp_path, how):
+    server = serve()
+    training = create(server, meta={"record": str(tmp_path / "record.jsonl")})
+    wait_finished(server, training["id"], 30)
+    # The fork server and the child waiting for the next training.
+    below = descendants(server.process.pid)
+    assert below, "a run should have left its fork server and a ready child"
+
+    if how == "SIGKILL":
+        server.process.kill()
+        server.process.wait()
+    else:
+        # It exits by itself: no child waiting for work holds up the interpreter's exit.
+        assert stop_server(server, timeout=15) != -signal.SIGKILL
+
+    wait_for(lambda: not any(pid_alive(pid) for pid in below), 10, "every child exiting")
