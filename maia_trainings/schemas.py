@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -206,13 +206,25 @@ class TrainingOut(Schema):
 training_in = TrainingIn()
 training_out = TrainingOut()
 
+# TrainingOut's fields in order, each as (key shown, attribute read, the field's conversion).
+# Dumping calls each field's own conversion directly: marshmallow's generic dump machinery
+# around them was four fifths of a 100-row list's time (4 ms of 5). training_out.dump gives
+# the same result (a test holds them together); these trainings are never partial.
+_TRAINING_WRITERS = [
+    (field.data_key or name, field.attribute or name, field._serialize)
+    for name, field in training_out.dump_fields.items()
+]
+
 
 def dump_training(training: Training) -> dict[str, Any]:
-    return training_out.dump(training)
+    return {
+        key: convert(getattr(training, attribute), attribute, training)
+        for key, attribute, convert in _TRAINING_WRITERS
+    }
 
 
-def dump_trainings(trainings: list[Training]) -> list[dict[str, Any]]:
-    return training_out.dump(trainings, many=True)
+def dump_trainings(trainings: Sequence[Training]) -> list[dict[str, Any]]:
+    return [dump_training(training) for training in trainings]
 
 
 def load_training(

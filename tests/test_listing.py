@@ -345,3 +345,44 @@ def test_all_invalid_parameters_are_named_at_once(client, auth):
 
     assert response.status_code == 400
     assert set(response.json["errors"]) == {"color", "id_gt", "_limit"}
+
+
+def test_lists_and_single_trainings_show_what_the_output_schema_dumps(app, client, auth):
+    # Trainings are rendered by calling TrainingOut's fields directly (for speed); every
+    # state a training can be in must come out exactly as marshmallow's own dump of it.
+    from maia_trainings import db
+    from maia_trainings.models import Training
+    from maia_trainings.schemas import training_out
+
+    bare = create(client, auth)
+    full = create(client, auth, version="v1", meta='{"x": 1}', binaryPath="a/b.bin")
+    finished = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    set_columns(
+        app,
+        full["id"],
+        status="succeeded",
+        accuracy=0.9,
+        precission=0.8,
+        mae=0.1,
+        rmse=0.2,
+        progress=1.0,
+        attempts=2,
+        metrics='{"roc_auc": 0.81, "n_test": 200}',
+        binary_sha256="ab" * 32,
+        binary_size=1234,
+        started_at=finished,
+        finished_at=finished,
+        published_at=finished,
+        error="",
+    )
+
+    listed = client.get("/trainings?_sort=id:ASC", headers=auth).json
+    with app.app_context(), db.database(app).session() as session:
+        expected = [
+            training_out.dump(session.get(Training, int(training["id"])))
+            for training in (bare, full)
+        ]
+    assert listed == expected
+    assert client.get(f"/trainings/{full['id']}", headers=auth).json == expected[1]
+    assert listed[1]["metrics"] == {"roc_auc": 0.81, "n_test": 200}
+    assert listed[1]["published_at"] == "2026-01-02T03:04:05.678Z"
