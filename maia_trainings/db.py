@@ -96,13 +96,14 @@ def build_engine(url: str, *, busy_timeout: float = 30) -> Engine:
 class _PendingRow:
     """One caller's row waiting in a group insert, and what became of it."""
 
-    __slots__ = ("done", "error", "key", "row")
+    __slots__ = ("done", "error", "finished", "key", "row")
 
     def __init__(self, row: dict[str, Any]) -> None:
         self.row = row
         self.key: Any = None
         self.error: BaseException | None = None
-        self.done = False
+        self.done = False  # its outcome is known (set while the batch is still being written)
+        self.finished = threading.Event()  # its batch is over: the caller may return
 
 
 class GroupInsert:
@@ -114,7 +115,8 @@ class GroupInsert:
     comes, and return without writing. No caller returns before its own row is committed, so an
     answer still means a durable row. Under load one commit (and one round of SQLAlchemy's
     per-transaction work) serves many requests, where it used to serve one; alone, a caller
-    commits its row at once, as before.
+    commits its row at once, as before. Without a writer lock (PostgreSQL), callers commit
+    what is waiting concurrently, each batch its own, and wait for the batch holding their row.
 
     When a batch breaks a constraint (a uuid that is taken), its rows are inserted again one
     by one, so that only the offending rows fail, each with its own IntegrityError.
@@ -136,11 +138,15 @@ class GroupInsert:
         with self._pending_lock:
             self._pending.append(pending)
         with self.database.write_lock:
-            if not pending.done:
+            if not pending.finished.is_set():
                 with self._pending_lock:
                     batch = self._pending[: self.batch_limit]
                     del self._pending[: self.batch_limit]
-                self._commit(batch)
+                if batch:
+                    self._commit(batch)
+        # Another caller's batch may hold this row (past the batch limit, or a concurrent
+        # batch where there is no writer lock): its commit is what this caller waits for.
+        pending.finished.wait()
         if pending.error is not None:
             raise pending.error
         return pending.key
@@ -173,6 +179,7 @@ class GroupInsert:
         finally:
             for pending in batch:
                 pending.done = True
+                pending.finished.set()
 
     def _commit_alone(self, pending: _PendingRow) -> None:
         try:

@@ -588,7 +588,8 @@ def test_each_training_runs_in_a_fresh_process_with_its_start_recorded(serve, tm
 
     assert [training["status"] for training in finished] == ["succeeded"] * 4
     pids = [line["pid"] for line in events(record, "start")]
-    assert len(pids) == 4 and len(set(pids)) == 4
+    assert len(pids) == 4
+    assert len(set(pids)) == 4
     assert not any(pid_alive(pid) for pid in pids)
     for training in finished:
         # A short run's start is written with its outcome, and still shown.
