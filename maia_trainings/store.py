@@ -14,8 +14,11 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    String,
     and_,
     bindparam,
+    case,
+    cast,
     delete,
     false,
     func,
@@ -455,8 +458,13 @@ _OWNED = and_(
     Training.status == RUNNING,
     Training.lease_owner == bindparam("owned_by"),
 )
-_VERSION_OF_OWNED = select(Training.version).where(Training.id == bindparam("owned_id"))
-_LAST_AUTO_VERSION = select(func.max(Training.auto_version))
+# A training without a version (none from its client) gets the trainer's, else the next number.
+_UNVERSIONED = or_(Training.version.is_(None), Training.version == "")
+_NEXT_AUTO_VERSION = select(func.coalesce(func.max(Training.auto_version), 0) + 1).scalar_subquery()
+_AUTO_VERSIONED = {
+    "auto_version": case((_UNVERSIONED, _NEXT_AUTO_VERSION), else_=Training.auto_version),
+    "version": case((_UNVERSIONED, cast(_NEXT_AUTO_VERSION, String)), else_=Training.version),
+}
 
 
 def _owner(training_id: int, owner: str) -> dict[str, Any]:
@@ -512,17 +520,14 @@ def finish(
             values[name] = results[name]
     trainer_version = values.pop("version", None)
     values.update(_release(status=SUCCEEDED, progress=1.0, finished_at=now, updated_at=now))
+    if trainer_version is not None:
+        versioned = {"version": case((_UNVERSIONED, trainer_version), else_=Training.version)}
+    else:
+        versioned = _AUTO_VERSIONED
     for _attempt in range(3):
         try:
             with writing(session):
-                # Inside the write transaction, so that the next number is ours alone.
-                if session.scalar(_VERSION_OF_OWNED, _owner(training_id, owner)):
-                    versioned = {}
-                elif trainer_version is not None:
-                    versioned = {"version": trainer_version}
-                else:
-                    number = (session.scalar(_LAST_AUTO_VERSION) or 0) + 1
-                    versioned = {"version": str(number), "auto_version": number}
+                # One statement: the version is decided from the row as it is when written.
                 result = session.execute(
                     update(Training).where(_OWNED).values(**values, **versioned),
                     _owner(training_id, owner),

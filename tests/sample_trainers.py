@@ -4,7 +4,7 @@ Configured as ``TRAINER = "sample_trainers:train"`` (the tests folder is on the 
 Meta keys: ``action`` (below), ``seconds``, ``record`` (a file that gets one JSON line at each
 start and end, written with O_APPEND so concurrent runs never interleave a line), ``until``
 (for ``retry_until``: the attempt that succeeds), ``model_bytes`` (the size of the model file
-to write, for filling a disk).
+to write, for filling a disk), ``trainer_version`` (a version the trainer reports).
 """
 
 from __future__ import annotations
@@ -86,4 +86,7 @@ def train(ctx: TrainingContext) -> dict:
     else:
         Path(ctx.output_path).write_text(json.dumps({"trained": ctx.training["id"]}))
     _record(ctx, "end")
-    return {"accuracy": 0.9, "precission": 0.8, "mae": 0.1, "rmse": 0.2, "metrics": {"auc": 0.7}}
+    result = {"accuracy": 0.9, "precission": 0.8, "mae": 0.1, "rmse": 0.2, "metrics": {"auc": 0.7}}
+    if params.get("trainer_version"):
+        result["version"] = params["trainer_version"]
+    return result

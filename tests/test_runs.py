@@ -100,6 +100,24 @@ def test_run_pending_runs_every_queued_training_and_records_the_outcome(app, run
     assert len(files_under(models_dir(app))) == 3
 
 
+def test_a_version_is_the_clients_else_the_trainers_else_the_next_number(runner, client, auth):
+    automatic = create(client, auth)
+    from_trainer = create(client, auth, meta={"trainer_version": "2026.11-b"})
+    from_client = create(client, auth, version="c1", meta={"trainer_version": "ignored"})
+    emptied = create(client, auth, version="", meta={"trainer_version": "t-9"})
+    second_automatic = create(client, auth)
+
+    result, _ = run_pending(runner, "--workers", "1")  # in the order made
+    assert result.exit_code == 0, result.output
+
+    versions = [
+        fetch(client, auth, training["id"])["version"]
+        for training in (automatic, from_trainer, from_client, emptied, second_automatic)
+    ]
+    # Automatic numbers count only the trainings that got one.
+    assert versions == ["1", "2026.11-b", "c1", "t-9", "2"]
+
+
 def test_run_pending_prints_a_line_per_finished_training_and_a_summary(app, runner, client, auth):
     app.config["MAX_ATTEMPTS"] = 2
     ok = create(client, auth)
