@@ -1,4 +1,4 @@
-"""The database engine and sessions built from DATABASE_URL; the only place SQLite is special."""
+"""The database engine, sessions and group commit; the only place SQLite is special."""
 
 from __future__ import annotations
 
