@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from .models import Base
 
 EXTENSION = "maia_trainings.db"
+# The oldest SQLite with RETURNING, which claims and group commit use.
+MIN_SQLITE = (3, 35)
 # Execution option that marks a session's transaction as a write (see `writing`).
 WRITE_OPTION = "maia_write"
 
@@ -30,6 +32,12 @@ def build_engine(url: str, *, busy_timeout: float = 30) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        # Claims and group commit use RETURNING; say so at start, not at the first create.
+        raise RuntimeError(
+            f"SQLite {sqlite3.sqlite_version} is too old: maia-trainings needs "
+            f"{'.'.join(map(str, MIN_SQLITE))} or newer (for RETURNING)"
+        )
     if parsed.database and parsed.database != ":memory:":
         os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
     engine = create_engine(
