@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 from flask import Flask, current_app, g
-from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -199,7 +199,7 @@ class GroupInsert:
             pending.error = exc
         pending.done = True
 
-    def _connection(self) -> Any:
+    def _connection(self) -> Connection:
         return self.database.engine.connect().execution_options(**{WRITE_OPTION: True})
 
 

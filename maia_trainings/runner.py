@@ -400,9 +400,7 @@ class _Run:
             self._record_start()
         if ending == "result" and result is not None:
             return self._succeed(result, partial, final_path, relative)
-        if ending == "error":
-            return self._record(store.fail, message)
-        if ending == "timeout":
+        if ending in ("error", "timeout"):
             return self._record(store.fail, message)
         if ending == "interrupted":
             with self.database.session() as session:
