@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import math
 import os
 import random
 import re
@@ -45,6 +44,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+from common import Connection, percentile
 
 MAX_DURATION = 600.0
 MAX_REQUESTS = 5_000_000
@@ -79,14 +80,6 @@ def fill(template: str, rng: random.Random) -> str:
     return PLACEHOLDER.sub(value, template)
 
 
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile of an already sorted list (nan when empty)."""
-    if not sorted_values:
-        return float("nan")
-    rank = math.ceil(fraction * len(sorted_values) - 1e-9)
-    return sorted_values[min(max(rank, 1), len(sorted_values)) - 1]
-
-
 # The Python engine -------------------------------------------------------------------------
 
 
@@ -111,7 +104,6 @@ class _Budget:
 
 
 def run_python(
-    host: str,
     port: int,
     factory: RequestFactory,
     connections: int,
@@ -130,31 +122,21 @@ def run_python(
         latencies: list[float] = []
         statuses: Counter[int] = Counter()
         errors: Counter[str] = Counter()
-        conn: http.client.HTTPConnection | None = None
+        connection = Connection(port, timeout)
         start_barrier.wait()
         try:
             while budget[0].take():
                 path, body = factory.make(rng)
-                if conn is None:
-                    conn = http.client.HTTPConnection(host, port, timeout=timeout)
                 began = time.perf_counter()
                 try:
-                    conn.request(factory.method, path, body=body, headers=factory.headers)
-                    response = conn.getresponse()
-                    response.read()
+                    status, _ = connection.send(factory.method, path, body, factory.headers)
                 except (OSError, http.client.HTTPException) as exc:
                     errors[type(exc).__name__] += 1
-                    conn.close()
-                    conn = None
                     continue
                 latencies.append(time.perf_counter() - began)
-                statuses[response.status] += 1
-                if response.will_close:
-                    conn.close()
-                    conn = None
+                statuses[status] += 1
         finally:
-            if conn is not None:
-                conn.close()
+            connection.close()
             with results_lock:
                 results.append((latencies, statuses, errors))
 
@@ -403,7 +385,6 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_wrk(args.url, factory, args.connections, args.duration, args.timeout)
     else:
         summary = run_python(
-            "127.0.0.1" if parts.hostname == "localhost" else parts.hostname,
             parts.port,
             factory,
             args.connections,

@@ -50,7 +50,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -63,7 +62,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import (
+    ROOT,
+    Connection,
+    child_env,
+    create_token,
+    flask_command,
+    free_port,
+    http_get,
+    iso,
+    json_request,
+    pid_alive,
+    spawn,
+    wait_until_up,
+)
+
 TESTS = ROOT / "tests"  # the sample trainers live beside the tests
 TRAINER = "sample_trainers:train"
 SETTINGS = {
@@ -74,7 +87,6 @@ SETTINGS = {
     "MAX_ATTEMPTS": "5",
     "SHUTDOWN_GRACE": "1",
 }
-HOST = "127.0.0.1"
 CLIENTS = 6
 KILL_EVERY = (2.0, 5.0)  # seconds of service between two kills
 REQUEST_TIMEOUT = 10.0
@@ -93,69 +105,11 @@ PENDING = ("scheduled", "queued", "running")
 OPERATIONS = {"create": 40, "list": 30, "cancel": 12, "delete": 18}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead but not reaped, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
 # The server ---------------------------------------------------------------------------------
 
 
 def server_env(instance: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAIA_")}
-    env["MAIA_INSTANCE_PATH"] = str(instance)
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(TESTS), str(ROOT), env.get("PYTHONPATH")])
-    )
-    env.update({f"MAIA_{key}": value for key, value in SETTINGS.items()})
-    return env
-
-
-def flask_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "flask", "--app", "maia_trainings", *args]
-
-
-def make_token(instance: Path) -> str:
-    out = subprocess.run(
-        flask_command("trainings", "token", "create", "soak"),
-        env=server_env(instance),
-        cwd=instance,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
-    return out.strip().splitlines()[-1]
-
-
-def http_get(port: int, path: str, token: str | None = None, timeout: float = 5) -> Any:
-    """GET ``path``; (status, decoded JSON body or None)."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        conn.request("GET", path, headers=headers)
-        response = conn.getresponse()
-        body = response.read()
-    finally:
-        conn.close()
-    try:
-        return response.status, json.loads(body)
-    except ValueError:
-        return response.status, None
+    return child_env(instance, python_path=[TESTS, ROOT], settings=SETTINGS)
 
 
 class Server:
@@ -174,20 +128,16 @@ class Server:
         """Start it and wait until /healthz answers; returns how long that took."""
         began = time.monotonic()
         for _try in range(3):
-            with (self.instance / "server.log").open("ab") as log:
-                self.process = subprocess.Popen(
-                    flask_command("trainings", "serve", "--port", str(self.port)),
-                    env=self.env,
-                    cwd=self.instance,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            deadline = time.monotonic() + START_TIMEOUT
-            while self.process.poll() is None and time.monotonic() < deadline:
-                with contextlib.suppress(OSError, http.client.HTTPException):
-                    if http_get(self.port, "/healthz", timeout=2)[0] == 200:
-                        return time.monotonic() - began
-                time.sleep(0.05)
+            # In the soak's session, unlike the suite's servers: a Ctrl-C reaches it too.
+            self.process = spawn(
+                flask_command("trainings", "serve", "--port", str(self.port)),
+                env=self.env,
+                log_path=self.instance / "server.log",
+                cwd=self.instance,
+                new_session=False,
+            )
+            if wait_until_up(self.port, self.process, timeout=START_TIMEOUT, interval=0.05):
+                return time.monotonic() - began
             if self.process.poll() is None:
                 self.kill()
                 raise RuntimeError(f"the server did not answer within {START_TIMEOUT:g} s")
@@ -306,7 +256,7 @@ class Client(threading.Thread):
         self.soak = soak
         self.ledger = soak.ledger
         self.random = random.Random(soak.seed * 1000 + number)
-        self.conn: http.client.HTTPConnection | None = None
+        self.connection = Connection(soak.server.port, timeout=REQUEST_TIMEOUT)
         self.mine: list[Mine] = []
         self.sequence = 0
 
@@ -315,49 +265,35 @@ class Client(threading.Thread):
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any] | None:
         """One request; (status, JSON body), or None when it got no answer (or was not sent)."""
         ledger = self.ledger
-        if self.conn is None or self.conn.sock is None:
-            if self.conn is not None:
-                self.conn.close()
-            self.conn = http.client.HTTPConnection(
-                HOST, self.soak.server.port, timeout=REQUEST_TIMEOUT
-            )
-            try:
-                self.conn.connect()
-            except OSError:
-                self.conn = None
-                self._connection_error()
-                return None
-        headers = {"Authorization": f"Bearer {self.soak.token}"}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
+        self.connection.port = self.soak.server.port  # a restart may have moved it
+        try:
+            self.connection.open()
+        except OSError:
+            self._connection_error()
+            return None
+        headers, payload = json_request(self.soak.token, body)
         entry = {"t": time.time(), "client": self.number, "request": f"{method} {path}"}
         with ledger.lock:
             ledger.sent += 1
             ledger.journal.append(entry)
         try:
-            self.conn.request(method, path, body=payload, headers=headers)
-            response = self.conn.getresponse()
-            data = response.read()
+            status, data = self.connection.send(method, path, payload, headers)
         except (OSError, http.client.HTTPException) as exc:
-            self.conn.close()
-            self.conn = None
             entry["answer"] = f"none ({type(exc).__name__})"
             with ledger.lock:
                 ledger.unknown += 1
             self._connection_error()
             return None
-        entry["answer"] = response.status
+        entry["answer"] = status
         try:
             decoded = json.loads(data) if data else None
         except ValueError:
             decoded = None
         with ledger.lock:
-            ledger.answers[f"{method} {response.status}"] += 1
-            if response.status == 200:
+            ledger.answers[f"{method} {status}"] += 1
+            if status == 200:
                 ledger.acknowledged += 1
-        return response.status, decoded
+        return status, decoded
 
     def _connection_error(self) -> None:
         with self.ledger.lock:
@@ -379,8 +315,7 @@ class Client(threading.Thread):
                 operation = "create"
             getattr(self, operation)()
             self.soak.stopping.wait(self.random.uniform(*THINK))
-        if self.conn is not None:
-            self.conn.close()
+        self.connection.close()
 
     def backlog(self) -> int | None:
         answer = self.request(
@@ -536,7 +471,7 @@ class Soak:
     # Load and chaos ------------------------------------------------------------------------
 
     def run(self) -> None:
-        self.token = make_token(self.instance)
+        self.token = create_token(self.server.env, "soak", cwd=self.instance, timeout=60)
         self.server.start()
         self.watcher.start()
         clients = [Client(number, self) for number in range(CLIENTS)]
