@@ -6,7 +6,7 @@ FLASK := $(BIN)/flask --app maia_trainings
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run test lint format soak bench clean
+.PHONY: install run test test-fast lint format soak bench clean
 
 install: $(VENV)/.installed
 
@@ -24,13 +24,20 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Lint, then every test: tests/unit and tests/integration (real servers, child processes, the
+# short soak). What CI runs.
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The in-process tests only (tests/unit: no server, no child process), under a minute; no lint.
+test-fast: install
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 # The chaos soak: load, random SIGKILLs and restarts, then every invariant checked.
 SOAK_SECONDS ?= 120

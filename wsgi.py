@@ -4,7 +4,7 @@ Importing it also starts the process's dispatcher (unless SCHEDULER_ENABLED is o
 server that imports it runs trainings too; it stops, re-queueing what runs, when the process exits.
 """
 
-from maia_trainings import create_app, scheduler
+from maia_trainings import create_app, dispatcher
 
 app = create_app()
-scheduler.start(app)
+dispatcher.start(app)

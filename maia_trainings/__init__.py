@@ -21,7 +21,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import auth, cli, config, db, errors, headers
+from . import auth, cli, config, db, error_handlers, headers
 from .api import bp
 
 
@@ -43,7 +43,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.config[folder] = app.config[folder] or os.path.join(app.instance_path, default)
 
     db.init_app(app)
-    errors.init_app(app)
+    error_handlers.init_app(app)
     headers.init_app(app)
     auth.init_app(app)
     cli.init_app(app)

@@ -8,15 +8,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from flask import Flask, Response, current_app, request
 from flask_httpauth import HTTPTokenAuth
 
-from . import db, store
-from .errors import error_response
-from .exceptions import TooManyRequests
-from .models import READ_SCOPE, WRITE_SCOPE
+from . import db, tokens
+from .error_handlers import error_response
+from .errors import TooManyRequests
+from .models import Scope
 
 token_auth = HTTPTokenAuth(scheme="Bearer")
 View = TypeVar("View", bound=Callable[..., Response])
@@ -109,7 +109,8 @@ class TokenCache:
 
 
 def _failures() -> FailedAuthentications:
-    return current_app.extensions[EXTENSION]
+    failures: FailedAuthentications = current_app.extensions[EXTENSION]
+    return failures
 
 
 def forget_tokens(app: Flask) -> None:
@@ -121,11 +122,11 @@ def forget_tokens(app: Flask) -> None:
 
 def _lookup(secret: str) -> Caller | None:
     cache: TokenCache = current_app.extensions[CACHE_EXTENSION]
-    digest = store.hash_token(secret)
+    digest = tokens.hash_token(secret)
     now = time.monotonic()
     caller = cache.get(digest, now)
     if caller is None:
-        token = store.authenticate(
+        token = tokens.authenticate(
             db.get_session(), secret, touch_interval=current_app.config["TOKEN_TOUCH_INTERVAL"]
         )
         if token is None:
@@ -135,7 +136,6 @@ def _lookup(secret: str) -> Caller | None:
     return caller
 
 
-@token_auth.verify_token
 def verify_token(secret: str) -> Caller | None:
     address = request.remote_addr or "unknown"
     failures = _failures()
@@ -148,18 +148,23 @@ def verify_token(secret: str) -> Caller | None:
     return caller
 
 
-@token_auth.get_user_roles
 def token_roles(token: Caller) -> list[str]:
     # A write token may do everything a read token may.
-    return [READ_SCOPE, WRITE_SCOPE] if token.scope == WRITE_SCOPE else [READ_SCOPE]
+    return [Scope.READ, Scope.WRITE] if token.scope == Scope.WRITE else [Scope.READ]
 
 
-@token_auth.error_handler
 def auth_error(status: int) -> Response:
     # flask-httpauth says 401 for a missing or unknown token and 403 for a missing scope;
     # the documented API answers 403 for both.
     message = WRITE_REQUIRED_MESSAGE if status == 403 else None
     return error_response(403, message)
+
+
+# Registered by calls rather than as decorators: flask-httpauth ships no type hints, and its
+# decorators would hide these functions' types from the type checker.
+token_auth.verify_token(verify_token)
+token_auth.get_user_roles(token_roles)
+token_auth.error_handler(auth_error)
 
 
 def current_actor() -> str | None:
@@ -178,9 +183,9 @@ def init_app(app: Flask) -> None:
 
 def can_read(view: View) -> View:
     """Decorator: the view needs a token of any scope."""
-    return token_auth.login_required(role=READ_SCOPE)(view)
+    return cast(View, token_auth.login_required(role=Scope.READ)(view))
 
 
 def can_write(view: View) -> View:
     """Decorator: the view needs a token with the write scope."""
-    return token_auth.login_required(role=WRITE_SCOPE)(view)
+    return cast(View, token_auth.login_required(role=Scope.WRITE)(view))

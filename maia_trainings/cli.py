@@ -6,28 +6,30 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup
+from flask.globals import app_ctx
 from marshmallow import ValidationError
 from werkzeug.datastructures import MultiDict
 
-from . import auth, db, runner, scheduler, server, store
-from .exceptions import ServiceError
-from .models import CANCELLED, FAILED, QUEUED, SCOPES, SUCCEEDED, WRITE_SCOPE, Training
-from .schemas import dump_training, dump_trainings, format_timestamp, parse_list_query
-from .store import Filter
+from . import auth, claim_loop, db, dispatcher, listing, server, tokens
+from .errors import ServiceError
+from .fields import format_timestamp, represent
+from .listing import Filter
+from .models import Scope, Status, Training
+from .runner import Outcome, Shutdown
+from .trainings import get_training
 
 trainings = AppGroup("trainings", help="Operate the trainings service.")
 token = AppGroup("token", help="Create, list and revoke API tokens.")
 trainings.add_command(token)
-trainings.add_command(db.init_db_command)
-trainings.add_command(db.backup_command)
 
 LIST_COLUMNS = ("id", "uuid", "status", "version", "accuracy", "attempts", "created_at")
 
@@ -36,9 +38,36 @@ def _fail(exc: ServiceError) -> None:
     raise click.ClickException(exc.message or str(exc))
 
 
+def _app() -> Flask:
+    return app_ctx.app
+
+
+@trainings.command("init-db")
+def init_db_command() -> None:
+    """Create the database tables (safe to run again)."""
+    db.init_db()
+    click.echo(f"Initialised the database at {db.database().url}.")
+
+
+@trainings.command("backup")
+@click.argument("target", type=click.Path(dir_okay=False, path_type=Path))
+def backup_command(target: Path) -> None:
+    """Copy the (live) SQLite database to TARGET, consistently, while the service runs."""
+    try:
+        size = db.backup(_app(), target)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Backed up {db.database().url} to {target} ({size} bytes).")
+
+
 @token.command("create")
 @click.argument("name")
-@click.option("--scope", type=click.Choice(SCOPES), default=WRITE_SCOPE, show_default=True)
+@click.option(
+    "--scope",
+    type=click.Choice([str(s) for s in Scope]),
+    default=str(Scope.WRITE),
+    show_default=True,
+)
 @click.option(
     "--if-missing", is_flag=True, help="Do nothing (and say so) if an active token NAME exists."
 )
@@ -46,14 +75,14 @@ def token_create(name: str, scope: str, if_missing: bool) -> None:
     """Create a token NAME; the token is printed once, as the last line."""
     db.init_db()
     with db.database().session() as session:
-        if if_missing and store.find_active_token(session, name) is not None:
+        if if_missing and tokens.find_active_token(session, name) is not None:
             click.echo(
                 f"A token named {name!r} already exists; its secret was shown when it was made.\n"
                 "Make another with: flask --app maia_trainings trainings token create NAME"
             )
             return
         try:
-            new = store.create_token(session, name, scope)
+            new = tokens.create_token(session, name, scope)
         except ServiceError as exc:
             _fail(exc)
     click.echo(f"Created the {scope} token {name!r}. It is shown only now; keep it safe:")
@@ -72,7 +101,7 @@ def token_list() -> None:
                 format_timestamp(t.last_used_at) if t.last_used_at else "never",
                 "revoked " + format_timestamp(t.revoked_at) if t.revoked_at else "active",
             )
-            for t in store.list_tokens(session)
+            for t in tokens.list_tokens(session)
         ]
     _table(("name", "scope", "created", "last used", "state"), rows)
 
@@ -83,10 +112,10 @@ def token_revoke(name: str) -> None:
     """Revoke the active token NAME; requests using it get 403 from now on."""
     with db.database().session() as session:
         try:
-            store.revoke_token(session, name)
+            tokens.revoke_token(session, name)
         except ServiceError as exc:
             _fail(exc)
-    auth.forget_tokens(current_app._get_current_object())  # type: ignore[attr-defined]
+    auth.forget_tokens(_app())
     click.echo(f"Revoked the token {name!r}.")
 
 
@@ -100,11 +129,11 @@ def list_command(status: tuple[str, ...], limit: int, as_json: bool) -> None:
         [("status", s) for s in status] + [("_sort", "id:DESC"), ("_limit", str(limit))]
     )
     try:
-        query = parse_list_query(args, default_limit=limit)
+        query = listing.parse_list_query(args, default_limit=limit)
     except ValidationError as exc:
         raise click.BadParameter(json.dumps(exc.messages)) from None
     with db.database().session() as session:
-        rows = dump_trainings(store.list_trainings(session, query))
+        rows = [represent(training) for training in listing.list_trainings(session, query)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -117,10 +146,10 @@ def show_command(training_id: int) -> None:
     """Print one training as the API shows it."""
     with db.database().session() as session:
         try:
-            training = store.get_training(session, training_id)
+            training = get_training(session, training_id)
         except ServiceError:
             raise click.ClickException(f"no training with id {training_id}") from None
-        click.echo(json.dumps(dump_training(training), indent=2))
+        click.echo(json.dumps(represent(training), indent=2))
 
 
 @trainings.command("serve")
@@ -133,13 +162,13 @@ def serve_command(host: str, port: int, threads: int) -> None:
     SIGTERM or SIGINT stops serving; running trainings get SHUTDOWN_GRACE seconds to finish,
     then go back to the queue without spending an attempt. A second signal stops them at once.
     """
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = _app()
     db.init_db(app)
-    dispatcher = scheduler.start(app)
+    started = dispatcher.start(app)
 
     def stop(signum: int, _frame: object) -> None:
-        if dispatcher is not None and dispatcher.stopping:
-            dispatcher.shutdown_signal.request(0)
+        if started is not None and started.stopping:
+            started.shutdown_signal.request(0)
         raise SystemExit(128 + signum)  # waitress closes its sockets and returns
 
     click.echo(f"Serving maia-trainings on http://{host}:{port}")
@@ -147,9 +176,9 @@ def serve_command(host: str, port: int, threads: int) -> None:
         with _on_signals(stop):
             server.serve(app, host=host, port=port, threads=threads)
     finally:
-        if dispatcher is not None:
+        if started is not None:
             click.echo("Stopping: running trainings get SHUTDOWN_GRACE seconds to finish.")
-            dispatcher.shutdown()
+            started.shutdown()
 
 
 @trainings.command("run-pending")
@@ -168,18 +197,18 @@ def run_pending_command(workers: int | None, limit: int | None, horizon: float) 
 
     Exits with 0 when every training it ran succeeded, 1 when any failed or was interrupted.
     """
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = _app()
     db.init_db(app)
-    shutdown = runner.Shutdown()
+    shutdown = Shutdown()
     grace = float(app.config["SHUTDOWN_GRACE"])
 
     def stop(_signum: int, _frame: object) -> None:
         shutdown.request(0 if shutdown.requested.is_set() else grace)
 
     with db.database(app).session() as session:
-        expected = store.count_trainings(session, [Filter("status", "eq", (QUEUED,))])
+        expected = listing.count_trainings(session, [Filter("status", "eq", (Status.QUEUED,))])
     with _on_signals(stop), _FinishedReport(expected) as report:
-        outcomes = scheduler.run_pending(
+        outcomes = claim_loop.run_pending(
             app,
             workers=workers or int(app.config["WORKERS"]),
             limit=limit,
@@ -187,15 +216,15 @@ def run_pending_command(workers: int | None, limit: int | None, horizon: float) 
             shutdown=shutdown,
             on_finished=report.finished,
         )
-    failed = [tid for tid, status in outcomes.items() if status in (FAILED, QUEUED)]
+    left_as = Counter(outcome.status if outcome else None for outcome in outcomes.values())
     click.echo(
         f"{len(outcomes)} trainings run: "
-        f"{sum(1 for s in outcomes.values() if s == SUCCEEDED)} succeeded, "
-        f"{sum(1 for s in outcomes.values() if s == FAILED)} failed, "
-        f"{sum(1 for s in outcomes.values() if s == QUEUED)} back in the queue, "
-        f"{sum(1 for s in outcomes.values() if not s)} cancelled."
+        f"{left_as[Status.SUCCEEDED]} succeeded, "
+        f"{left_as[Status.FAILED]} failed, "
+        f"{left_as[Status.QUEUED]} back in the queue, "
+        f"{left_as[None]} cancelled."
     )
-    sys.exit(1 if failed else 0)
+    sys.exit(1 if left_as[Status.FAILED] or left_as[Status.QUEUED] else 0)
 
 
 class _FinishedReport:
@@ -205,22 +234,23 @@ class _FinishedReport:
         self.interactive = sys.stdout.isatty()
         self.bar = click.progressbar(length=max(expected, 1), label="trainings", show_pos=True)
         self.lock = threading.Lock()
+        self._stack = ExitStack()
 
     def __enter__(self) -> _FinishedReport:
         if self.interactive:
-            self.bar.__enter__()
+            self._stack.enter_context(self.bar)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.interactive:
-            self.bar.__exit__(*exc)  # type: ignore[arg-type]
+        self._stack.close()
 
-    def finished(self, training: Training, status: str) -> None:
+    def finished(self, training: Training, outcome: Outcome) -> None:
         with self.lock:
             if not self.interactive:
-                click.echo(f"training {training.id} ({training.uuid}): {status or CANCELLED}")
+                status = outcome.status or Status.CANCELLED
+                click.echo(f"training {training.id} ({training.uuid}): {status}")
                 return
-            if self.bar.pos >= self.bar.length:
+            if self.bar.length is not None and self.bar.pos >= self.bar.length:
                 self.bar.length += 1
             self.bar.update(1)
 
@@ -250,7 +280,7 @@ def demo_data_command(rows: int, seed: int, out: str) -> None:
     click.echo(f"Wrote {rows} loans to {out}.")
 
 
-def _table(headers: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
+def _table(headers: tuple[str, ...], rows: Sequence[Sequence[object]]) -> None:
     cells = [headers, *[tuple("" if v is None else str(v) for v in row) for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:

@@ -1,4 +1,9 @@
-"""The database engine, sessions and group commit; the only place SQLite is special."""
+"""The database: engine, sessions, reading()/writing() scopes, group commit; SQLite's quirks.
+
+Every transaction is a visible block: ``with reading(session):`` for reads that must see one
+moment, ``with writing(session):`` for changes, committed at its end. Nothing else commits.
+This is the only module that knows which database it talks to.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import click
 from flask import Flask, current_app, g
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import Connection, CursorResult, Engine, Result, Table, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -193,7 +197,9 @@ class GroupInsert:
         try:
             with self._connection() as connection:
                 result = connection.execute(self._insert_one, pending.row)
-                pending.key = result.inserted_primary_key[0]
+                inserted = result.inserted_primary_key
+                assert inserted is not None
+                pending.key = inserted[0]
                 connection.commit()
         except IntegrityError as exc:
             pending.error = exc
@@ -235,24 +241,51 @@ class Database:
 
 
 def database(app: Flask | None = None) -> Database:
-    return (app or current_app).extensions[EXTENSION]
+    found: Database = (app or current_app).extensions[EXTENSION]
+    return found
 
 
 def database_of(session: Session) -> Database:
-    return session.info["database"]
+    found: Database = session.info["database"]
+    return found
 
 
 def get_session() -> Session:
     """The session of the current request, opened on first use and closed at teardown."""
     if "db_session" not in g:
         g.db_session = database().sessions()
-    return g.db_session
+    session: Session = g.db_session
+    return session
 
 
 def _close_session(_exc: BaseException | None = None) -> None:
     session = g.pop("db_session", None)
     if session is not None:
         session.close()
+
+
+def rows_changed(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE changed: the count the queue's races are decided by."""
+    return cast(CursorResult[Any], result).rowcount
+
+
+@contextmanager
+def reading(session: Session) -> Iterator[Session]:
+    """A read transaction on ``session``: one consistent view, ended (released) at the end.
+
+    Ending it matters in SQLite's WAL mode: an open read keeps the writers' log from being
+    checkpointed, and a later write from the same session could not upgrade it.
+    """
+    if session.in_transaction():
+        session.commit()  # an earlier request-scoped read's snapshot: nothing to write
+    try:
+        yield session
+    except BaseException:
+        session.rollback()
+        raise
+    # Committing ends the (read-only) transaction without expiring what it loaded, as a
+    # rollback would: the objects read stay usable after the block.
+    session.commit()
 
 
 @contextmanager
@@ -281,7 +314,7 @@ def backup(app: Flask, target: Path) -> int:
     """
     database_ = database(app)
     if database_.engine.dialect.name != "sqlite":
-        raise click.ClickException(
+        raise ValueError(
             "backup copies SQLite databases; use your database's own tool (pg_dump) for others"
         )
     partial = target.with_name(f".{target.name}.partial")
@@ -290,7 +323,9 @@ def backup(app: Flask, target: Path) -> int:
     try:
         destination = sqlite3.connect(partial)
         try:
-            source.driver_connection.backup(destination, pages=1024, sleep=0.005)
+            driver = source.driver_connection
+            assert isinstance(driver, sqlite3.Connection)
+            driver.backup(destination, pages=1024, sleep=0.005)
         finally:
             destination.close()
     finally:
@@ -299,24 +334,9 @@ def backup(app: Flask, target: Path) -> int:
     return target.stat().st_size
 
 
-@click.command("backup")
-@click.argument("target", type=click.Path(dir_okay=False, path_type=Path))
-def backup_command(target: Path) -> None:
-    """Copy the (live) SQLite database to TARGET, consistently, while the service runs."""
-    size = backup(current_app._get_current_object(), target)  # type: ignore[attr-defined]
-    click.echo(f"Backed up {database().url} to {target} ({size} bytes).")
-
-
 def init_db(app: Flask | None = None) -> None:
     """Create the tables that do not exist yet."""
     database(app).create_all()
-
-
-@click.command("init-db")
-def init_db_command() -> None:
-    """Create the database tables (safe to run again)."""
-    init_db()
-    click.echo(f"Initialised the database at {database().url}.")
 
 
 def init_app(app: Flask) -> None:

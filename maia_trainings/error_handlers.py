@@ -1,4 +1,7 @@
-"""The one error body, {code, message[, errors]}, for every failure the API can answer with."""
+"""Answers for every failure: the one error body, {code, message[, errors]}, by Accept.
+
+The errors themselves (a hierarchy, each class with its status) are in ``errors``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from . import formats
-from .exceptions import ServiceError, TooManyRequests
+from .errors import NotAcceptable, ServiceError, TooManyRequests
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ def error_response(
         body["errors"] = errors
     try:
         mimetype = formats.negotiate()
-    except formats.FormatError:
+    except NotAcceptable:
         mimetype = formats.JSON  # the error must be said somehow
     return formats.render(body, code, root="error", mimetype=mimetype, headers=headers)
 
@@ -62,10 +65,6 @@ def _http_error(exc: HTTPException) -> Response:
     # Werkzeug's descriptions are prose for HTML pages; the documented messages are used instead.
     headers = {k: v for k, v in exc.get_headers() if k.lower() == "allow"}
     return error_response(exc.code or 500, headers=headers)
-
-
-def _format_error(exc: formats.FormatError) -> Response:
-    return error_response(exc.code, exc.message)
 
 
 def _service_error(exc: ServiceError) -> Response:
@@ -115,6 +114,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(ServiceError, _service_error)
     app.register_error_handler(OperationalError, _database_error)
-    app.register_error_handler(formats.FormatError, _format_error)
     app.register_error_handler(ValidationError, _validation_error)
     app.register_error_handler(Exception, _unexpected_error)

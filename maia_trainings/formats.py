@@ -15,6 +15,8 @@ from flask import Request, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
+from .errors import MalformedBody, NotAcceptable, UnsupportedMediaType
+
 JSON = "application/json"
 XML = "application/xml"
 TEXT_XML = "text/xml"
@@ -29,15 +31,6 @@ XML_LIST_ROOT = "items"
 _XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 # Characters XML 1.0 cannot carry at all, not even escaped.
 NOT_XML_CHARACTERS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-
-
-class FormatError(Exception):
-    """A body that cannot be read (400, 415) or a response nobody accepts (406)."""
-
-    def __init__(self, message: str, code: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def parse_body(req: Request | None = None) -> dict[str, Any]:
@@ -59,8 +52,8 @@ def parse_body(req: Request | None = None) -> dict[str, Any]:
             return _from_json(data)
         return _from_form(data)
     shown = mimetype or "no Content-Type"
-    raise FormatError(
-        f"{shown} is not supported; send one of {', '.join(ACCEPTED_BODY_TYPES)}", 415
+    raise UnsupportedMediaType(
+        f"{shown} is not supported; send one of {', '.join(ACCEPTED_BODY_TYPES)}"
     )
 
 
@@ -72,13 +65,13 @@ def _from_json(data: bytes) -> dict[str, Any]:
     try:
         value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError:
-        raise FormatError("the JSON body is not valid UTF-8") from None
+        raise MalformedBody("the JSON body is not valid UTF-8") from None
     except RecursionError:
-        raise FormatError("the JSON body is nested too deeply") from None
+        raise MalformedBody("the JSON body is nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, integers too long to convert
-        raise FormatError(f"the JSON body is malformed: {exc}") from None
+        raise MalformedBody(f"the JSON body is malformed: {exc}") from None
     if not isinstance(value, dict):
-        raise FormatError("the JSON body must be an object")
+        raise MalformedBody("the JSON body must be an object")
     return value
 
 
@@ -88,21 +81,21 @@ def _from_xml(data: bytes) -> dict[str, Any]:
             data, forbid_dtd=True, forbid_entities=True, forbid_external=True
         )
     except DefusedXmlException:
-        raise FormatError(
+        raise MalformedBody(
             "the XML body may not contain a DTD, entities or external references"
         ) from None
     except (SyntaxError, ValueError):  # ParseError is a SyntaxError
-        raise FormatError("the XML body is malformed") from None
+        raise MalformedBody("the XML body is malformed") from None
     if root.tag != XML_ROOT:
-        raise FormatError(f"the XML body's root element must be <{XML_ROOT}>")
+        raise MalformedBody(f"the XML body's root element must be <{XML_ROOT}>")
     fields: dict[str, Any] = {}
     for child in root:
         if not isinstance(child.tag, str) or not _XML_NAME.match(child.tag):
-            raise FormatError("the XML body may only contain plain field elements")
+            raise MalformedBody("the XML body may only contain plain field elements")
         if len(child):
-            raise FormatError(f"<{child.tag}> must contain text, not elements")
+            raise MalformedBody(f"<{child.tag}> must contain text, not elements")
         if child.tag in fields:
-            raise FormatError(f"<{child.tag}> is given more than once")
+            raise MalformedBody(f"<{child.tag}> is given more than once")
         fields[child.tag] = child.text if child.text is not None else None
     return fields
 
@@ -111,7 +104,7 @@ def _single_values(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for key, value in pairs:
         if key in fields:
-            raise FormatError(f"the field {key!r} is given more than once")
+            raise MalformedBody(f"the field {key!r} is given more than once")
         fields[key] = value
     return fields
 
@@ -121,16 +114,16 @@ def _from_form(data: bytes) -> dict[str, Any]:
         text = data.decode("utf-8")
         pairs = parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=1000)
     except UnicodeDecodeError:
-        raise FormatError("the form body is not valid UTF-8") from None
+        raise MalformedBody("the form body is not valid UTF-8") from None
     except ValueError:
-        raise FormatError("the form body has too many fields") from None
+        raise MalformedBody("the form body has too many fields") from None
     return _single_values(pairs)
 
 
 def _from_multipart(data: bytes, boundary: str) -> dict[str, Any]:
     # Werkzeug's form parser forgives truncated bodies and undecodable text; this one may not.
     if not boundary:
-        raise FormatError("the multipart body has no boundary parameter")
+        raise MalformedBody("the multipart body has no boundary parameter")
     decoder = MultipartDecoder(boundary.encode("latin-1"), max_parts=1000)
     decoder.receive_data(data)
     decoder.receive_data(None)
@@ -140,7 +133,7 @@ def _from_multipart(data: bytes, boundary: str) -> dict[str, Any]:
     try:
         while not isinstance(event := decoder.next_event(), Epilogue):
             if isinstance(event, File):
-                raise FormatError("file uploads are not accepted; send fields only")
+                raise MalformedBody("file uploads are not accepted; send fields only")
             if isinstance(event, Field):
                 name, chunks = event.name, []
             elif isinstance(event, Data):
@@ -148,11 +141,11 @@ def _from_multipart(data: bytes, boundary: str) -> dict[str, Any]:
                 if not event.more_data:
                     pairs.append((name, b"".join(chunks).decode("utf-8")))
             elif isinstance(event, NeedData):  # although everything was given: cut short
-                raise FormatError("the multipart body is truncated")
+                raise MalformedBody("the multipart body is truncated")
     except UnicodeDecodeError:
-        raise FormatError("the multipart body is not valid UTF-8") from None
+        raise MalformedBody("the multipart body is not valid UTF-8") from None
     except (ValueError, RequestEntityTooLarge):
-        raise FormatError("the multipart body is malformed") from None
+        raise MalformedBody("the multipart body is malformed") from None
     return _single_values(pairs)
 
 
@@ -160,13 +153,13 @@ def _from_multipart(data: bytes, boundary: str) -> dict[str, Any]:
 
 
 def negotiate(req: Request | None = None) -> str:
-    """The response type the client prefers among those offered; FormatError (406) if none."""
+    """The response type the client prefers among those offered; NotAcceptable (406) if none."""
     req = req or request
     if not req.accept_mimetypes:
         return JSON
     best = req.accept_mimetypes.best_match(OFFERED_TYPES)
     if best is None:
-        raise FormatError(f"responses are available as {', '.join(OFFERED_TYPES)}", 406)
+        raise NotAcceptable(f"responses are available as {', '.join(OFFERED_TYPES)}")
     return best
 
 

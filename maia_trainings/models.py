@@ -1,26 +1,35 @@
-"""The database tables (SQLAlchemy 2 typed models) and the training status names."""
+"""The database tables (SQLAlchemy 2 typed models), the training statuses and token scopes."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
+from typing import cast
 
-from sqlalchemy import DateTime, Float, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import DateTime, Float, Index, Integer, String, Table, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEDULED = "scheduled"
-QUEUED = "queued"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELLED = "cancelled"
-STATUSES = (SCHEDULED, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
-PENDING_STATUSES = (SCHEDULED, QUEUED)
-FINISHED_STATUSES = (SUCCEEDED, FAILED, CANCELLED)
 
-READ_SCOPE = "read"
-WRITE_SCOPE = "write"
-SCOPES = (READ_SCOPE, WRITE_SCOPE)
+class Status(StrEnum):
+    """Where a training is in its life; stored and shown as these exact strings."""
+
+    SCHEDULED = "scheduled"  # waits for its scheduled_at
+    QUEUED = "queued"  # due: the next free worker claims it
+    RUNNING = "running"  # claimed by a run that holds its lease
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+PENDING_STATUSES = (Status.SCHEDULED, Status.QUEUED)
+
+
+class Scope(StrEnum):
+    """What a token may do: read, or read and write."""
+
+    READ = "read"
+    WRITE = "write"
 
 
 def utcnow() -> datetime:
@@ -85,7 +94,7 @@ class Training(Base):
     binary_size: Mapped[int | None] = mapped_column(Integer)
     # The number behind an automatic version ("1", "2", ...); unique so two runs never share it.
     auto_version: Mapped[int | None] = mapped_column(Integer, unique=True)
-    # Who runs it and until when that claim holds unless renewed (see store.claim_next).
+    # Who runs it and until when that claim holds unless renewed (see queue.claim_next).
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # A retried training waits in the queue until then (exponential back-off).
@@ -102,6 +111,10 @@ class Training(Base):
         # answer it lost must not delete someone else's training (PostgreSQL never reuses).
         {"sqlite_autoincrement": True},
     )
+
+
+# The trainings table itself, for Core statements (claims, group inserts) that skip the ORM.
+TRAININGS = cast(Table, Training.__table__)
 
 
 class ApiToken(Base):

@@ -1,54 +1,48 @@
-"""Running one claimed training: the trainer in a supervised child process, its outcome recorded.
+"""One supervised run of a claimed training: its child started, its lease renewed, its limits
+enforced, and its :class:`Outcome` recorded on the training.
 
-The supervising thread starts the child from a fork server (a preloaded template process, so a
-start costs milliseconds and a CPU-heavy trainer never holds the server's GIL), renews the
-lease with a heartbeat that also carries progress and the log, and records how the run ended.
-It never raises: whatever goes wrong is written on the training and logged.
+The supervising thread hands the training to a child process (see ``children``), renews the
+lease with a heartbeat that also carries progress and the log, stops the child at its
+``MAX_RUNTIME`` or at shutdown, and records how the run ended. It never raises: whatever goes
+wrong is written on the training and logged.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import hashlib
 import logging
 import math
-import multiprocessing
 import multiprocessing.connection
 import os
-import resource
 import signal
-import sys
 import threading
 import time
-import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
 
-from . import db, store
-from .models import FAILED, QUEUED, SUCCEEDED, Training, utcnow
+from . import db, queue
+from .artifacts import publish, read_log
+from .children import EXIT_GRACE, Child, Children, Report
+from .fields import represent
+from .models import Status, Training, utcnow
 from .paths import resolve_inside
-from .schemas import dump_training
-from .trainers import (
-    Retry,
-    TrainingContext,
-    binary_name,
-    check_result,
-    load_trainer,
-    params_from_meta,
-    trainer_settings,
-)
+from .retry import Ending, RetryPolicy
+from .trainers import binary_name, load_trainer, params_from_meta, trainer_settings
 
 log = logging.getLogger(__name__)
 
-CANCELLED_OR_TAKEN = ""  # the run lost its claim: cancelled, or taken over after a stall
-# Seconds a child that sent its outcome gets to exit before it is killed.
-EXIT_GRACE = 5.0
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended, and the status it left its training in (None: it no longer owned it)."""
+
+    ending: Ending
+    status: Status | None
 
 
 @dataclass(frozen=True)
@@ -60,10 +54,10 @@ class RunSettings:
     runs_dir: Path
     lease_seconds: float
     heartbeat_interval: float
-    max_attempts: int
-    retry_delay: float
+    retry: RetryPolicy
     max_runtime: float
     log_limit: int
+    trainer_settings: Mapping[str, Any]
 
     @classmethod
     def from_app(cls, app: Flask) -> RunSettings:
@@ -74,10 +68,10 @@ class RunSettings:
             runs_dir=Path(app.instance_path) / "runs",
             lease_seconds=float(config["LEASE_SECONDS"]),
             heartbeat_interval=float(config["HEARTBEAT_INTERVAL"]),
-            max_attempts=int(config["MAX_ATTEMPTS"]),
-            retry_delay=float(config["RETRY_DELAY"]),
+            retry=RetryPolicy(int(config["MAX_ATTEMPTS"]), float(config["RETRY_DELAY"])),
             max_runtime=float(config["MAX_RUNTIME"]),
             log_limit=int(config["LOG_LIMIT"]),
+            trainer_settings=trainer_settings(config),
         )
 
 
@@ -99,206 +93,6 @@ def new_owner() -> str:
     return f"{os.uname().nodename[:24]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
-# The child process -------------------------------------------------------------------------
-
-
-def _die_with_supervisor(alive: multiprocessing.connection.Connection) -> None:
-    """Kill this child as soon as its supervisor's end of ``alive`` closes (it died).
-
-    A restarted service runs the training again, and two runs must never overlap. The fork
-    server cannot be relied on for this: it outlives its parent while any child runs.
-    """
-
-    def watch() -> None:
-        with contextlib.suppress(EOFError, OSError):
-            alive.recv()
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
-
-
-def _child_main(
-    conn: multiprocessing.connection.Connection,
-    alive: multiprocessing.connection.Connection,
-    orders: multiprocessing.connection.Connection,
-) -> None:
-    """Entry point of the child: wait for a training, run its trainer, send back what happened.
-
-    A child is started ahead of the training it will run (see :class:`_Spares`) and runs just
-    that one; a supervisor that closes ``orders`` without sending one lets it exit.
-    """
-    _die_with_supervisor(alive)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when a run stops
-    try:
-        payload = orders.recv()
-    except (EOFError, OSError):
-        return  # not needed after all (the service is stopping)
-    orders.close()
-    log_file = open(payload["log_path"], "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-    os.dup2(log_file.fileno(), 1)
-    os.dup2(log_file.fileno(), 2)
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
-    trainer_log = logging.getLogger("maia_trainings.trainer")
-    conn.send(("started", utcnow()))
-    try:
-        trainer = load_trainer(payload["trainer"])
-        context = TrainingContext(
-            params=payload["params"],
-            training=payload["training"],
-            output_path=Path(payload["output_path"]),
-            settings=payload["settings"],
-            _progress=lambda fraction: conn.send(("progress", fraction)),
-            _log=trainer_log.info,
-        )
-        outcome: tuple[str, Any] = ("result", check_result(trainer(context)))
-    except Retry as exc:
-        outcome = ("retry", str(exc) or "the trainer asked for another attempt")
-    except MemoryError:
-        outcome = ("retry", "the training ran out of memory")
-    except Exception as exc:
-        traceback.print_exc()
-        outcome = ("error", f"{type(exc).__name__}: {exc}")
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    trainer_log.info(
-        "peak memory %.1f MB, CPU %.2f s",
-        usage.ru_maxrss / 1024,  # kilobytes on Linux
-        usage.ru_utime + usage.ru_stime,
-    )
-    # The last word: the supervisor records the outcome while this process exits.
-    conn.send(outcome)
-    conn.close()
-
-
-# The supervisor ----------------------------------------------------------------------------
-
-_context_lock = threading.Lock()
-_preloaded: set[str] = set()
-
-
-def _process_context(trainer_spec: str) -> multiprocessing.context.BaseContext:
-    """The fork-server context, with this module and the trainer preloaded into its template."""
-    context = multiprocessing.get_context("forkserver")
-    with _context_lock:
-        if trainer_spec not in _preloaded:
-            # Takes effect when the fork server starts, i.e. on the first run of this process.
-            _preloaded.add(trainer_spec)
-            modules = {__name__, trainer_spec.partition(":")[0]}
-            context.set_forkserver_preload(sorted(modules))  # type: ignore[attr-defined]
-    return context
-
-
-@dataclass
-class _Child:
-    """A started child waiting for its training, and this side's ends of its pipes."""
-
-    process: Any
-    receiver: multiprocessing.connection.Connection
-    alive_here: multiprocessing.connection.Connection
-    orders: multiprocessing.connection.Connection
-
-    def close(self) -> None:
-        for end in (self.receiver, self.alive_here, self.orders):
-            end.close()
-
-
-class _Spares:
-    """Children started ahead of the trainings they will run, kept ready per trainer.
-
-    Starting a child through the fork server and hearing from it takes a few milliseconds, a
-    third of a short training's whole cycle. A run takes the ready child, hands it the
-    training, and starts the next one while its own child works, so the next run does not wait
-    for the start; there are as many ready children as runs have been at once. Each
-    child still runs exactly one training: nothing a trainer leaves behind reaches the next.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._ready: dict[str, list[_Child]] = {}
-
-    def take(self, trainer_spec: str) -> _Child:
-        """A started child for ``trainer_spec``: a ready one if there is one alive."""
-        with self._lock:
-            ready = self._ready.get(trainer_spec) or []
-            child = ready.pop() if ready else None
-        if child is not None and child.process.is_alive():
-            return child
-        if child is not None:
-            child.close()
-            child.process.join()
-        return self._start(trainer_spec)
-
-    def replenish(self, trainer_spec: str) -> None:
-        """Start a child for the next run of ``trainer_spec`` (after taking one); never raises.
-
-        A child that cannot be started now is the next run's to start (and to fail on).
-        """
-        try:
-            spare = self._start(trainer_spec)
-        except Exception:
-            log.warning("could not start a child ahead of the next training", exc_info=True)
-            return
-        with self._lock:
-            self._ready.setdefault(trainer_spec, []).append(spare)
-
-    def close(self) -> None:
-        """Let every waiting child go (each exits when its orders pipe closes)."""
-        with self._lock:
-            waiting = [child for children in self._ready.values() for child in children]
-            self._ready.clear()
-        for child in waiting:
-            child.close()
-            child.process.join(EXIT_GRACE)
-            if child.process.is_alive():
-                child.process.kill()
-                child.process.join()
-
-    @staticmethod
-    def _start(trainer_spec: str) -> _Child:
-        context = _process_context(trainer_spec)
-        receiver, sender = context.Pipe(duplex=False)
-        # Nothing is ever sent on this one: its closing, when this process dies, is the message.
-        alive_in_child, alive_here = context.Pipe(duplex=False)
-        orders_in_child, orders = context.Pipe(duplex=False)
-        process = context.Process(  # type: ignore[attr-defined]
-            target=_child_main, args=(sender, alive_in_child, orders_in_child)
-        )
-        process.start()
-        for end in (sender, alive_in_child, orders_in_child):
-            end.close()
-        return _Child(process, receiver, alive_here, orders)
-
-
-spares = _Spares()
-# Before multiprocessing's own exit handler (registered earlier, so run later), which would
-# wait forever for children that still wait for their orders.
-atexit.register(spares.close)
-
-
-def read_log(path: Path, limit: int) -> str:
-    """The log file's text, keeping its beginning and its end when it is longer than ``limit``."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as file:
-            if size <= limit:
-                data = file.read()
-            else:
-                head = file.read(limit // 4)
-                file.seek(size - (limit - limit // 4))
-                tail = file.read()
-                omitted = size - len(head) - len(tail)
-                data = head + f"\n[… {omitted} bytes omitted …]\n".encode() + tail
-    except FileNotFoundError:
-        return ""
-    return data.decode("utf-8", "replace")
-
-
 def _exit_reason(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name
@@ -314,127 +108,149 @@ def _max_runtime(params: Mapping[str, Any], ceiling: float) -> float:
     return ceiling
 
 
+@dataclass
+class _Ended:
+    """What supervision saw: how the run ended, the child's message and its results."""
+
+    ending: Ending
+    message: str = ""
+    result: dict[str, Any] | None = None
+
+
+class Runner:
+    """Runs claimed trainings, each in a child from ``children``; owned by a dispatcher."""
+
+    def __init__(self, app: Flask, children: Children, shutdown: Shutdown) -> None:
+        self.settings = RunSettings.from_app(app)
+        self.database = db.database(app)
+        self.children = children
+        self.shutdown = shutdown
+
+    def run(self, training: Training, owner: str) -> Outcome:
+        """Run ``training``, claimed by ``owner``, to its end and record how it ended.
+
+        Never raises: a failure of the service itself fails the training with its reason.
+        """
+        try:
+            return _Run(self, training, owner).execute()
+        except Exception as exc:
+            log.exception("training %s: the run failed outside the trainer", training.id)
+            try:
+                failed = self.transition(
+                    queue.fail, training.id, owner, f"the service could not run it: {exc}"
+                )
+            except Exception:
+                log.exception("training %s: could not record the failure", training.id)
+                failed = True
+            return Outcome(Ending.BROKEN, Status.FAILED if failed else None)
+
+    def transition(self, change: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Apply one of the queue's transitions in a session of its own (it is one transaction)."""
+        with self.database.session() as session:
+            return change(session, *args, **kwargs)
+
+
 class _Run:
     """One attempt of one training, from the child's start to the recorded outcome."""
 
-    def __init__(
-        self, app: Flask, training: Training, owner: str, shutdown: Shutdown | None
-    ) -> None:
-        self.app = app
-        self.settings = RunSettings.from_app(app)
-        self.database = db.database(app)
+    def __init__(self, runner: Runner, training: Training, owner: str) -> None:
+        self.runner = runner
+        self.settings = settings = runner.settings
         self.training = training
         self.owner = owner
         self.claimed = time.monotonic()  # near enough: runs start right after their claim
-        self.shutdown = shutdown or Shutdown()
         self.params = params_from_meta(training.meta)
         self.progress: float | None = 0.0
-        self.started_at = None
+        self.started_at: datetime | None = None
         self.start_recorded = False  # whether started_at is written yet
         self.last_log_size = -1
-        self.settings.runs_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.settings.runs_dir / f"{training.id}-{owner.rsplit(':', 1)[1]}.log"
-
-    def execute(self) -> str:
-        relative = self.training.binary_path or (
-            f"{self.training.uuid}/{binary_name(load_trainer(self.settings.trainer))}"
+        attempt = owner.rsplit(":", 1)[1]
+        settings.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = settings.runs_dir / f"{training.id}-{attempt}.log"
+        self.relative = training.binary_path or (
+            f"{training.uuid}/{binary_name(load_trainer(settings.trainer))}"
         )
-        final_path = resolve_inside(self.settings.models_dir, relative)
-        final_path.parent.mkdir(parents=True, exist_ok=True)
-        partial = final_path.with_name(f".{final_path.name}.{self.owner.rsplit(':', 1)[1]}.partial")
+        self.final_path = resolve_inside(settings.models_dir, self.relative)
+        self.partial = self.final_path.with_name(f".{self.final_path.name}.{attempt}.partial")
+
+    def execute(self) -> Outcome:
+        self.final_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            return self._run_child(partial, final_path, relative)
+            return self._run_child()
         finally:
-            partial.unlink(missing_ok=True)
+            self.partial.unlink(missing_ok=True)
             self.log_path.unlink(missing_ok=True)
 
-    def _run_child(self, partial: Path, final_path: Path, relative: str) -> str:
+    def _run_child(self) -> Outcome:
         payload = {
             "trainer": self.settings.trainer,
             "params": self.params,
-            "training": dump_training(self.training),
-            "output_path": str(partial),
-            "settings": trainer_settings(self.app.config),
+            "training": represent(self.training),
+            "output_path": str(self.partial),
+            "settings": self.settings.trainer_settings,
             "log_path": str(self.log_path),
         }
-        child = spares.take(self.settings.trainer)
-        process, receiver = child.process, child.receiver
-        ending = ""
+        children = self.runner.children
+        child = children.take(self.settings.trainer)
+        ended = _Ended(Ending.DIED)
         try:
             try:
                 child.orders.send(payload)
             except OSError:  # the child died before it got the work (BrokenPipeError)
-                process.join()
-            spares.replenish(self.settings.trainer)  # while this child works
+                child.process.join()
+            children.replenish(self.settings.trainer)  # while this child works
             # The lease ran from the claim; starting the child (a cold fork server takes a
             # second or two) must not let it expire before the first heartbeat.
             renewed = time.monotonic() - self.claimed < self.settings.lease_seconds / 3
-            ending, message, result = (
-                self._supervise(process, receiver)
-                if renewed or self._beat()
-                else ("lost", "", None)
-            )
-            return self._record_ending(
-                ending, message, result, process, partial, final_path, relative
-            )
+            ended = self._supervise(child) if renewed or self._beat() else _Ended(Ending.LOST)
+            return self._record(ended, child)
         finally:
             # A child that said how it ended is exiting: it gets a moment, recorded meanwhile.
-            said = ending in ("result", "error", "retry")
-            process.join(EXIT_GRACE if said else 0)
-            if process.is_alive():
-                process.kill()
-            process.join()
-            child.close()
+            said = ended.ending in (Ending.SUCCEEDED, Ending.ERROR, Ending.RETRY)
+            child.end(EXIT_GRACE if said else 0)
 
-    def _record_ending(
-        self,
-        ending: str,
-        message: str,
-        result: dict[str, Any] | None,
-        process: Any,
-        partial: Path,
-        final_path: Path,
-        relative: str,
-    ) -> str:
-        if ending != "result":
-            self._record_start()
-        if ending == "result" and result is not None:
-            return self._succeed(result, partial, final_path, relative)
-        if ending in ("error", "timeout"):
-            return self._record(store.fail, message)
-        if ending == "interrupted":
-            with self.database.session() as session:
-                requeued = store.requeue(session, self.training.id, self.owner, log=self._log())
-            return QUEUED if requeued else CANCELLED_OR_TAKEN
-        if ending == "lost":
-            return CANCELLED_OR_TAKEN
-        # A retry the trainer asked for, or a child that died without saying how it ended.
-        if ending != "retry":
-            process.join()  # it died: its exit status says how
-        reason = message if ending == "retry" else _exit_reason(process.exitcode)
-        with self.database.session() as session:
-            return store.retry_or_fail(
-                session,
-                self.training.id,
-                self.training.attempts,
-                self.owner,
-                reason,
-                max_attempts=self.settings.max_attempts,
-                base_delay=self.settings.retry_delay,
-                log=self._log(),
+    def _record(self, ended: _Ended, child: Child) -> Outcome:
+        """Write how the run ended on the training; the Outcome says what it was left as."""
+        ending = ended.ending
+        if ending is Ending.SUCCEEDED and ended.result is not None:
+            return self._succeed(ended.result)
+        self._record_start()
+        if ending is Ending.LOST:
+            return Outcome(ending, None)
+        if ending is Ending.INTERRUPTED:
+            requeued = self.runner.transition(
+                queue.requeue, self.training.id, self.owner, log=self._log()
             )
+            return Outcome(ending, Status.QUEUED if requeued else None)
+        if not self.settings.retry.retries(ending):  # the trainer's error, or a timeout
+            failed = self.runner.transition(
+                queue.fail, self.training.id, self.owner, ended.message, log=self._log()
+            )
+            return Outcome(ending, Status.FAILED if failed else None)
+        if ending is Ending.DIED:
+            child.process.join()  # its exit status says how
+        reason = _exit_reason(child.process.exitcode) if ending is Ending.DIED else ended.message
+        status = self.runner.transition(
+            queue.retry_or_fail,
+            self.training.id,
+            self.training.attempts,
+            self.owner,
+            reason,
+            policy=self.settings.retry,
+            log=self._log(),
+        )
+        return Outcome(ending, status)
 
-    def _supervise(
-        self, process: Any, receiver: multiprocessing.connection.Connection
-    ) -> tuple[str, str, dict[str, Any] | None]:
-        """Wait for the child's messages and end; returns (ending, message, result)."""
+    def _supervise(self, child: Child) -> _Ended:
+        """Wait for the child's reports and its end; heartbeat, and stop it when it must."""
+        process, receiver = child.process, child.receiver
         max_runtime = _max_runtime(self.params, self.settings.max_runtime)
         deadline = time.monotonic() + max_runtime
         next_beat = time.monotonic() + self.settings.heartbeat_interval
         waiting_on: list[Any] = [receiver, process.sentinel]
-        ending: tuple[str, str, dict[str, Any] | None] = ("died", "", None)
+        shutdown = self.runner.shutdown
         while True:
-            wake_at = min(next_beat, deadline, self.shutdown.deadline)
+            wake_at = min(next_beat, deadline, shutdown.deadline)
             ready = multiprocessing.connection.wait(
                 waiting_on, timeout=max(wake_at - time.monotonic(), 0)
             )
@@ -444,31 +260,31 @@ class _Run:
                 except (EOFError, OSError):
                     waiting_on.remove(receiver)
                     continue
-                if kind == "started":
+                if kind == Report.STARTED:
                     self.started_at = value
                     if receiver.poll():
                         continue  # a short run that said more: its start goes with its outcome
                     if not self._beat(started_at=value):
-                        return ("lost", "", None)
+                        return _Ended(Ending.LOST)
                     self.start_recorded = True
-                elif kind == "progress":
+                elif kind == Report.PROGRESS:
                     self.progress = value
-                else:  # "result", "error" or "retry": the child's last word
-                    return ("result", "", value) if kind == "result" else (kind, value, None)
+                elif kind is Ending.SUCCEEDED:  # the child's last word
+                    return _Ended(kind, result=value)
+                else:
+                    return _Ended(Ending(kind), message=value)
                 continue
-            if process.sentinel in ready and receiver not in waiting_on:
-                return ending
-            if process.sentinel in ready and not receiver.poll():
-                return ending
+            if process.sentinel in ready and (receiver not in waiting_on or not receiver.poll()):
+                return _Ended(Ending.DIED)
             now = time.monotonic()
             if now >= deadline:
-                return ("timeout", f"timed out after {max_runtime:g} s", None)
-            if now >= self.shutdown.deadline:
-                return ("interrupted", "", None)
+                return _Ended(Ending.TIMEOUT, f"timed out after {max_runtime:g} s")
+            if now >= shutdown.deadline:
+                return _Ended(Ending.INTERRUPTED)
             if now >= next_beat:
                 next_beat = now + self.settings.heartbeat_interval
                 if not self._beat(progress=self.progress, log=self._log(changed_only=True)):
-                    return ("lost", "", None)
+                    return _Ended(Ending.LOST)
 
     def _record_start(self) -> None:
         """Write the start a short run's outcome would have carried (see _supervise)."""
@@ -488,80 +304,32 @@ class _Run:
 
     def _beat(self, **values: Any) -> bool:
         values = {name: value for name, value in values.items() if value is not None}
-        with self.database.session() as session:
-            return store.heartbeat(
-                session,
+        return bool(
+            self.runner.transition(
+                queue.heartbeat,
                 self.training.id,
                 self.owner,
                 lease_seconds=self.settings.lease_seconds,
                 **values,
             )
+        )
 
-    def _record(self, outcome: Any, error: str) -> str:
-        with self.database.session() as session:
-            if outcome(session, self.training.id, self.owner, error, log=self._log()):
-                return FAILED
-        return CANCELLED_OR_TAKEN
-
-    def _succeed(
-        self, result: dict[str, Any], partial: Path, final_path: Path, relative: str
-    ) -> str:
-        published = partial.exists()
+    def _succeed(self, result: dict[str, Any]) -> Outcome:
+        published = self.partial.exists()
         results = {**result, "log": self._log()}
         if not self.start_recorded:
             results["started_at"] = self.started_at
         if published:
-            digest, size = _publish(partial, final_path)
+            digest, size = publish(self.partial, self.final_path)
             results.update(
-                binary_path=relative,
+                binary_path=self.relative,
                 binary_sha256=digest,
                 binary_size=size,
                 published_at=utcnow(),
             )
-        with self.database.session() as session:
-            if store.finish(session, self.training.id, self.owner, results=results):
-                return SUCCEEDED
+        if self.runner.transition(queue.finish, self.training.id, self.owner, results=results):
+            return Outcome(Ending.SUCCEEDED, Status.SUCCEEDED)
         # Cancelled while it finished: the model is not published after all.
         if published:
-            final_path.unlink(missing_ok=True)
-        return CANCELLED_OR_TAKEN
-
-
-def _publish(partial: Path, final_path: Path) -> tuple[str, int]:
-    """Move the finished file into place atomically and durably; its SHA-256 and size."""
-    digest = hashlib.sha256()
-    with partial.open("rb") as file:
-        for block in iter(lambda: file.read(1024 * 1024), b""):
-            digest.update(block)
-        size = file.tell()
-        os.fsync(file.fileno())
-    os.replace(partial, final_path)
-    directory = os.open(final_path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-    return digest.hexdigest(), size
-
-
-def run_claimed(
-    app: Flask, training: Training, owner: str, shutdown: Shutdown | None = None
-) -> str:
-    """Run a training claimed by ``owner`` to its end; returns the status it was left in.
-
-    Returns "" when the run lost its claim (the training was cancelled, or taken over after
-    its lease expired). Never raises.
-    """
-    try:
-        return _Run(app, training, owner, shutdown).execute()
-    except Exception as exc:
-        log.exception("training %s: the run failed outside the trainer", training.id)
-        try:
-            with db.database(app).session() as session:
-                failed = store.fail(
-                    session, training.id, owner, f"the service could not run it: {exc}"
-                )
-            return FAILED if failed else CANCELLED_OR_TAKEN
-        except Exception:
-            log.exception("training %s: could not record the failure", training.id)
-            return FAILED
+            self.final_path.unlink(missing_ok=True)
+        return Outcome(Ending.SUCCEEDED, None)

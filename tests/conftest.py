@@ -1,9 +1,12 @@
-"""Fixtures: an app on a temporary SQLite file, tokens of each scope, and a real server."""
+"""Fixtures: an app on a temporary SQLite file, tokens of each scope, the scoring trainer's
+datasets, and a real server; and the rule that tests/unit starts no process."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing.process
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,11 +21,35 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
-from maia_trainings import create_app, db, store
+from maia_trainings import create_app, db, tokens
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
+UNIT = TESTS / "unit"
 SAMPLE_TRAINER = "sample_trainers:train"
+SCORING = "maia_trainings.trainers.scoring:train"
+# Rows of the scoring tests' loan book: small, so that a training takes a few seconds at most.
+ROWS = 2000
+# How long a server gets to answer /healthz, and how much of its log a failed start shows.
+START_TIMEOUT = 30
+LOG_TAIL_LINES = 50
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """tests/unit runs in-process only (``make test-fast``): a test there that starts a
+    subprocess or a child process (a training through the fork server) fails at once."""
+    if UNIT not in request.path.parents:
+        return
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(
+            "tests/unit starts no subprocess or child process; "
+            "a test that needs one belongs in tests/integration"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
 
 
 @pytest.fixture
@@ -66,7 +93,7 @@ def runner(app: Flask) -> FlaskCliRunner:
 
 def make_token(app: Flask, name: str, scope: str = "write") -> str:
     with app.app_context(), db.database(app).session() as session:
-        return store.create_token(session, name, scope).secret
+        return tokens.create_token(session, name, scope).secret
 
 
 @pytest.fixture
@@ -88,6 +115,38 @@ def bearer(token: str, **headers: str) -> dict[str, str]:
 def auth(write_token: str) -> dict[str, str]:
     """Headers of a client holding a write token."""
     return bearer(write_token)
+
+
+# The scoring trainer's data ------------------------------------------------------------------
+
+
+@pytest.fixture
+def datasets(app: Flask, instance_path: Path) -> Path:
+    """The scoring trainer configured, with an empty datasets folder; returns that folder."""
+    folder = instance_path / "datasets"
+    folder.mkdir(exist_ok=True)
+    app.config["TRAINER"] = SCORING
+    app.config["DATASETS_DIR"] = str(folder)
+    app.config["DEMO_ROWS"] = ROWS
+    return folder
+
+
+@pytest.fixture(scope="module")
+def loans_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small loan book written once for the module; copied into each test's datasets."""
+    from maia_trainings.trainers import portfolio  # pandas: only for the tests that use it
+
+    path = tmp_path_factory.mktemp("loans") / "loans.csv"
+    portfolio.write_csv(path, ROWS, seed=7)
+    return path
+
+
+@pytest.fixture
+def loans(datasets: Path, loans_csv: Path) -> Path:
+    """The loan book as ``loans.csv`` in the datasets folder; returns its path."""
+    path = datasets / "loans.csv"
+    shutil.copyfile(loans_csv, path)
+    return path
 
 
 # A real server --------------------------------------------------------------------------
@@ -155,30 +214,45 @@ def start_server(instance: Path, token: str | None = None, **settings: str) -> S
         ).stdout
         token = out.strip().splitlines()[-1]
     port = free_port()
-    log = (instance / "server.log").open("ab")
-    process = subprocess.Popen(
-        flask_command("trainings", "serve", "--port", str(port)),
-        env=env,
-        cwd=instance,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
+    log_path = instance / "server.log"
+    with log_path.open("ab") as log:
+        log_start = log.tell()  # the log is appended to across restarts: this start's part
+        process = subprocess.Popen(
+            flask_command("trainings", "serve", "--port", str(port)),
+            env=env,
+            cwd=instance,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + START_TIMEOUT
     while True:
         try:
             with urllib.request.urlopen(url + "/healthz", timeout=1):
                 break
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(
-                    process.stderr.read().decode() if process.stderr else ""
-                ) from None
+                raise start_failure(process, log_path, log_start) from None
             time.sleep(0.05)
     return Server(
         url=url, port=port, token=token, process=process, instance=instance, settings=settings
+    )
+
+
+def start_failure(process: subprocess.Popen[bytes], log_path: Path, log_start: int) -> RuntimeError:
+    """The error of a server that exited, or never answered (it is killed): how it ended and
+    the last lines its start wrote to the log."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+        ending = f"did not answer /healthz within {START_TIMEOUT} s and was killed"
+    else:
+        ending = f"exited with status {process.returncode}"
+    with log_path.open("rb") as log:
+        log.seek(log_start)
+        lines = log.read().decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+    return RuntimeError(
+        f"the server {ending}; the last {len(lines)} lines of {log_path}:\n" + "\n".join(lines)
     )
 
 

@@ -15,30 +15,34 @@ training is created, and raises :class:`InvalidParams` to refuse it with a 400.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from ..errors import InvalidParams, Retry
+from ..fields import METRICS
+
+__all__ = [
+    "InvalidParams",
+    "Retry",
+    "Trainer",
+    "TrainingContext",
+    "binary_name",
+    "check_result",
+    "load_trainer",
+    "params_from_meta",
+    "trainer_settings",
+    "validate_params",
+]
 
 # Settings every trainer sees (besides any TRAINER_* ones the operator adds for their own).
 TRAINER_SETTINGS = ("DATASETS_DIR", "DATASOURCES", "DEMO_ROWS", "MODELS_DIR")
 # Keys of a trainer's result that the service records; anything else is refused.
-RESULT_KEYS = frozenset({"accuracy", "precission", "mae", "rmse", "version", "metrics"})
-
-
-class Retry(Exception):
-    """Raised by a trainer to ask for another attempt (while attempts are left)."""
-
-
-class InvalidParams(ValueError):
-    """Raised by a trainer's ``validate`` hook: parameter name -> what is wrong with it."""
-
-    def __init__(self, errors: Mapping[str, list[str]]) -> None:
-        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
-        self.errors = dict(errors)
+RESULT_KEYS = frozenset({*(metric.name for metric in METRICS), "version", "metrics"})
 
 
 @dataclass
@@ -68,15 +72,16 @@ class TrainingContext:
 Trainer = Callable[[TrainingContext], Mapping[str, Any] | None]
 
 
+@functools.lru_cache(maxsize=16)
 def load_trainer(spec: str) -> Trainer:
-    """The function named by ``"package.module:function"``."""
+    """The function named by ``"package.module:function"``, imported once per process."""
     module_name, _, function_name = spec.partition(":")
     if not module_name or not function_name:
         raise ValueError(f"TRAINER must look like 'package.module:function', not {spec!r}")
     trainer = getattr(importlib.import_module(module_name), function_name, None)
     if not callable(trainer):
         raise ValueError(f"{spec!r} does not name a function")
-    return trainer
+    return cast(Trainer, trainer)
 
 
 def params_from_meta(meta: str | None) -> dict[str, Any]:
@@ -114,15 +119,15 @@ def check_result(result: Mapping[str, Any] | None) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"a trainer's result has unknown keys: {', '.join(sorted(unknown))}")
     checked: dict[str, Any] = {}
-    for name in ("accuracy", "precission", "mae", "rmse"):
+    for metric in METRICS:
+        name = metric.name
         if result.get(name) is None:
             continue
         try:
             value = float(result[name])
         except (TypeError, ValueError):
             raise ValueError(f"the trainer's {name} is not a number: {result[name]!r}") from None
-        upper = 1.0 if name in ("accuracy", "precission") else math.inf
-        if not (math.isfinite(value) and 0.0 <= value <= upper):
+        if not metric.in_range(value):
             raise ValueError(f"the trainer's {name} is out of range: {value}")
         checked[name] = value
     if result.get("version") is not None:

@@ -81,4 +81,5 @@ def train(ctx: TrainingContext) -> dict[str, Any]:
     }
 
 
-train.binary_name = "model.json"  # type: ignore[attr-defined]
+# The trainer interface's optional attribute (see maia_trainings.trainers).
+vars(train)["binary_name"] = "model.json"

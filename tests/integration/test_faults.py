@@ -12,7 +12,7 @@ import pytest
 from conftest import build_app, make_token
 from helpers import count, create
 
-from maia_trainings import create_app, db
+from maia_trainings import db
 
 
 def _mount(point: Path, *options: str) -> None:
@@ -168,12 +168,3 @@ def test_an_unwritable_models_folder_fails_the_training_clearly(small_disk, inst
     assert done["status"] == "failed"
     assert "Read-only file system" in done["error"]
     assert list(models.iterdir()) == []
-
-
-def test_an_sqlite_without_returning_is_refused_at_start_with_a_clear_message(
-    tmp_path, monkeypatch
-):
-    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
-    monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
-    with pytest.raises(RuntimeError, match=r"SQLite 3\.34\.1 is too old.*3\.35 or newer"):
-        create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'old.sqlite3'}"})

@@ -25,12 +25,12 @@ def test_start_twice_and_with_a_second_app_gives_one_dispatcher(tmp_path):
     output = run_python(
         """
         import threading
-        from maia_trainings import create_app, scheduler
-        first = scheduler.start(create_app())
-        again = scheduler.start(create_app())
+        from maia_trainings import create_app, dispatcher
+        first = dispatcher.start(create_app())
+        again = dispatcher.start(create_app())
         names = [t.name for t in threading.enumerate() if t.name.startswith("APScheduler")]
         print(first is again, len(names))
-        scheduler.shutdown(0)
+        dispatcher.shutdown(0)
         """,
         server_env(tmp_path / "instance"),
     )
@@ -53,9 +53,9 @@ def test_create_app_alone_starts_no_threads(tmp_path):
 def test_no_dispatcher_when_disabled_or_in_the_reloaders_watching_parent(tmp_path):
     output = run_python(
         """
-        from maia_trainings import create_app, scheduler
-        disabled = scheduler.start(create_app({"SCHEDULER_ENABLED": False}))
-        watcher = scheduler.start(create_app({"DEBUG": True}))
+        from maia_trainings import create_app, dispatcher
+        disabled = dispatcher.start(create_app({"SCHEDULER_ENABLED": False}))
+        watcher = dispatcher.start(create_app({"DEBUG": True}))
         print(disabled, watcher)
         """,
         server_env(tmp_path / "instance"),
@@ -68,9 +68,9 @@ def test_the_reloaders_serving_child_runs_the_dispatcher(tmp_path):
     env["WERKZEUG_RUN_MAIN"] = "true"
     output = run_python(
         """
-        from maia_trainings import create_app, scheduler
-        print(scheduler.start(create_app({"DEBUG": True})) is not None)
-        scheduler.shutdown(0)
+        from maia_trainings import create_app, dispatcher
+        print(dispatcher.start(create_app({"DEBUG": True})) is not None)
+        dispatcher.shutdown(0)
         """,
         env,
     )

@@ -12,9 +12,9 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
+
 SUMMARY = re.compile(
     r"^soak: (?P<seconds>[0-9.]+)s, requests sent (?P<sent>\d+), "
     r"acknowledged (?P<acknowledged>\d+), kills survived (?P<kills>\d+), "

@@ -8,9 +8,10 @@ from datetime import timedelta
 import pytest
 from conftest import bearer
 
-from maia_trainings import db, store
+from maia_trainings import db, queue, trainings
+from maia_trainings.fields import format_timestamp
 from maia_trainings.models import Training, utcnow
-from maia_trainings.schemas import format_timestamp
+from maia_trainings.retry import RetryPolicy
 
 LEASE = 30.0
 
@@ -24,12 +25,12 @@ def create(client, auth, **fields):
 def row(app, training_id):
     """The stored training, read afresh."""
     with db.database(app).session() as session:
-        return store.get_training(session, training_id)
+        return trainings.get_training(session, training_id)
 
 
 def claim(app, owner, now, lease_seconds=LEASE):
     with db.database(app).session() as session:
-        return store.claim_next(session, owner, lease_seconds=lease_seconds, now=now)
+        return queue.claim_next(session, owner, lease_seconds=lease_seconds, now=now)
 
 
 def claim_one(app, client, auth, owner="owner-a", now=None, **fields):
@@ -63,7 +64,7 @@ def test_claiming_is_atomic_across_racing_threads(app, client, auth, engines):
             with database.session() as session:
                 barrier.wait(timeout=10)
                 while True:
-                    training = store.claim_next(session, owner, lease_seconds=LEASE)
+                    training = queue.claim_next(session, owner, lease_seconds=LEASE)
                     if training is None:
                         break
                     claims[owner].append(training.id)
@@ -83,7 +84,7 @@ def test_claiming_is_atomic_across_racing_threads(app, client, auth, engines):
     with db.database(app).session() as session:
         for owner, mine in claims.items():
             for training_id in mine:
-                training = store.get_training(session, training_id)
+                training = trainings.get_training(session, training_id)
                 assert training.status == "running"
                 assert training.attempts == 1
                 assert training.lease_owner == owner
@@ -115,14 +116,14 @@ def test_scheduled_training_is_claimed_only_once_promoted_at_its_time(app, clien
     assert row(app, training_id).status == "scheduled"
 
     with db.database(app).session() as session:
-        assert store.next_due_at(session) == at
-        assert store.claim_next(session, "owner-a", lease_seconds=LEASE, now=at) is None
-        assert store.promote_due(session, now=at - timedelta(milliseconds=1)) == 0
-        assert store.claim_next(session, "owner-a", lease_seconds=LEASE, now=now) is None
+        assert queue.next_due_at(session) == at
+        assert queue.claim_next(session, "owner-a", lease_seconds=LEASE, now=at) is None
+        assert queue.promote_due(session, now=at - timedelta(milliseconds=1)) == 0
+        assert queue.claim_next(session, "owner-a", lease_seconds=LEASE, now=now) is None
     assert row(app, training_id).status == "scheduled"
 
     with db.database(app).session() as session:
-        assert store.promote_due(session, now=at) == 1
+        assert queue.promote_due(session, now=at) == 1
     assert row(app, training_id).status == "queued"
 
     claimed = claim(app, "owner-a", at)
@@ -132,20 +133,20 @@ def test_scheduled_training_is_claimed_only_once_promoted_at_its_time(app, clien
 
 def test_next_due_at_is_the_earliest_of_schedules_and_back_offs(app, client, auth):
     with db.database(app).session() as session:
-        assert store.next_due_at(session) is None
+        assert queue.next_due_at(session) is None
     now = utcnow()
     later = now + timedelta(hours=2)
     create(client, auth, scheduled_at=format_timestamp(later))
     with db.database(app).session() as session:
-        assert store.next_due_at(session) == later
+        assert queue.next_due_at(session) == later
 
     # A training waiting out a back-off that ends sooner is what is due next.
     training_id, _ = claim_one(app, client, auth, now=now)
     with db.database(app).session() as session:
-        store.retry_or_fail(
-            session, training_id, 1, "owner-a", "boom", max_attempts=3, base_delay=60, now=now
+        queue.retry_or_fail(
+            session, training_id, 1, "owner-a", "boom", policy=RetryPolicy(3, 60), now=now
         )
-        assert store.next_due_at(session) == now + timedelta(seconds=60)
+        assert queue.next_due_at(session) == now + timedelta(seconds=60)
 
 
 # Retries -----------------------------------------------------------------------------------
@@ -158,14 +159,13 @@ def test_retry_backs_off_exponentially_then_fails_when_attempts_are_used_up(app,
     for attempt in (1, 2):
         owner = f"owner-{attempt}"
         with db.database(app).session() as session:
-            status = store.retry_or_fail(
+            status = queue.retry_or_fail(
                 session,
                 training_id,
                 attempt,
                 owner,
                 f"failure {attempt}",
-                max_attempts=3,
-                base_delay=base,
+                policy=RetryPolicy(3, base),
                 now=now,
             )
         assert status == "queued"
@@ -187,14 +187,13 @@ def test_retry_backs_off_exponentially_then_fails_when_attempts_are_used_up(app,
         assert claimed.error is None
 
     with db.database(app).session() as session:
-        status = store.retry_or_fail(
+        status = queue.retry_or_fail(
             session,
             training_id,
             3,
             "owner-3",
             "failure 3",
-            max_attempts=3,
-            base_delay=base,
+            policy=RetryPolicy(3, base),
             now=now,
         )
     assert status == "failed"
@@ -211,10 +210,10 @@ def test_retry_backs_off_exponentially_then_fails_when_attempts_are_used_up(app,
 def test_retry_by_an_owner_that_lost_the_training_changes_nothing(app, client, auth):
     training_id, now = claim_one(app, client, auth, owner="owner-a")
     with db.database(app).session() as session:
-        status = store.retry_or_fail(
-            session, training_id, 1, "owner-b", "x", max_attempts=3, base_delay=1, now=now
+        status = queue.retry_or_fail(
+            session, training_id, 1, "owner-b", "x", policy=RetryPolicy(3, 1), now=now
         )
-    assert status == ""
+    assert status is None
     assert row(app, training_id).status == "running"
     assert row(app, training_id).lease_owner == "owner-a"
 
@@ -228,8 +227,8 @@ def test_expired_lease_is_requeued_with_its_attempt_counted(app, client, auth):
 
     with db.database(app).session() as session:
         # Not yet expired: nothing to recover.
-        assert store.reap_expired(session, max_attempts=3, base_delay=5, now=now) == 0
-        assert store.reap_expired(session, max_attempts=3, base_delay=5, now=expired) == 1
+        assert queue.reap_expired(session, policy=RetryPolicy(3, 5), now=now) == 0
+        assert queue.reap_expired(session, policy=RetryPolicy(3, 5), now=expired) == 1
     training = row(app, training_id)
     assert training.status == "queued"
     assert training.attempts == 1
@@ -248,7 +247,7 @@ def test_expired_lease_fails_the_training_when_attempts_are_used_up(app, client,
     expired = now + timedelta(seconds=LEASE + 1)
 
     with db.database(app).session() as session:
-        assert store.reap_expired(session, max_attempts=1, base_delay=5, now=expired) == 1
+        assert queue.reap_expired(session, policy=RetryPolicy(1, 5), now=expired) == 1
     training = row(app, training_id)
     assert training.status == "failed"
     assert training.attempts == 1
@@ -262,14 +261,14 @@ def test_heartbeat_renews_the_lease_so_reaping_leaves_it_alone(app, client, auth
     beat = now + timedelta(seconds=20)
 
     with db.database(app).session() as session:
-        renewed = store.heartbeat(
+        renewed = queue.heartbeat(
             session, training_id, "owner-a", lease_seconds=LEASE, now=beat, progress=0.5
         )
         assert renewed is True
         # Past the first lease, but within the renewed one.
         assert (
-            store.reap_expired(
-                session, max_attempts=3, base_delay=5, now=now + timedelta(seconds=LEASE + 1)
+            queue.reap_expired(
+                session, policy=RetryPolicy(3, 5), now=now + timedelta(seconds=LEASE + 1)
             )
             == 0
         )
@@ -285,7 +284,7 @@ def test_heartbeat_by_another_owner_is_refused_and_changes_nothing(app, client, 
     before = row(app, training_id).lease_expires_at
 
     with db.database(app).session() as session:
-        renewed = store.heartbeat(
+        renewed = queue.heartbeat(
             session,
             training_id,
             "owner-b",
@@ -303,7 +302,7 @@ def test_heartbeat_by_another_owner_is_refused_and_changes_nothing(app, client, 
 def test_heartbeat_of_a_queued_training_is_refused(app, client, auth):
     training_id = create(client, auth)
     with db.database(app).session() as session:
-        assert not store.heartbeat(session, training_id, "owner-a", lease_seconds=LEASE)
+        assert not queue.heartbeat(session, training_id, "owner-a", lease_seconds=LEASE)
     assert row(app, training_id).status == "queued"
 
 
@@ -313,24 +312,23 @@ def test_heartbeat_of_a_queued_training_is_refused(app, client, auth):
 def test_a_cancelled_run_can_no_longer_record_anything(app, client, auth):
     training_id, now = claim_one(app, client, auth, owner="owner-a")
     with db.database(app).session() as session:
-        cancelled = store.cancel_training(session, training_id, now=now)
+        cancelled = queue.cancel_training(session, training_id, now=now)
     assert cancelled.status == "cancelled"
     assert cancelled.lease_owner is None
 
     with db.database(app).session() as session:
-        assert not store.heartbeat(session, training_id, "owner-a", lease_seconds=LEASE)
-        assert not store.finish(
+        assert not queue.heartbeat(session, training_id, "owner-a", lease_seconds=LEASE)
+        assert not queue.finish(
             session, training_id, "owner-a", results={"accuracy": 0.9, "binary_path": "x/m.bin"}
         )
-        assert not store.fail(session, training_id, "owner-a", "boom")
-        assert not store.requeue(session, training_id, "owner-a")
+        assert not queue.fail(session, training_id, "owner-a", "boom")
+        assert not queue.requeue(session, training_id, "owner-a")
         assert (
-            store.retry_or_fail(
-                session, training_id, 1, "owner-a", "boom", max_attempts=3, base_delay=1
+            queue.retry_or_fail(
+                session, training_id, 1, "owner-a", "boom", policy=RetryPolicy(3, 1)
             )
-            == ""
+            is None
         )
-        assert not store.is_owned(session, training_id, "owner-a")
     training = row(app, training_id)
     assert training.status == "cancelled"
     assert training.accuracy is None
@@ -343,8 +341,8 @@ def test_a_cancelled_run_can_no_longer_record_anything(app, client, auth):
 def test_finish_and_fail_record_the_outcome_for_the_owner(app, client, auth):
     done, now = claim_one(app, client, auth, owner="owner-a")
     with db.database(app).session() as session:
-        assert not store.finish(session, done, "owner-b", results={"accuracy": 0.5})
-        assert store.finish(
+        assert not queue.finish(session, done, "owner-b", results={"accuracy": 0.5})
+        assert queue.finish(
             session,
             done,
             "owner-a",
@@ -359,9 +357,9 @@ def test_finish_and_fail_record_the_outcome_for_the_owner(app, client, auth):
 
     failed, now = claim_one(app, client, auth, owner="owner-c")
     with db.database(app).session() as session:
-        assert store.fail(session, failed, "owner-c", "it broke", now=now)
+        assert queue.fail(session, failed, "owner-c", "it broke", now=now)
         # Once failed, it is no one's any more.
-        assert not store.fail(session, failed, "owner-c", "again")
+        assert not queue.fail(session, failed, "owner-c", "again")
     training = row(app, failed)
     assert (training.status, training.error, training.finished_at) == ("failed", "it broke", now)
 
@@ -369,17 +367,17 @@ def test_finish_and_fail_record_the_outcome_for_the_owner(app, client, auth):
 def test_requeue_on_shutdown_refunds_the_attempt(app, client, auth):
     training_id, now = claim_one(app, client, auth, owner="owner-a")
     with db.database(app).session() as session:
-        store.retry_or_fail(
-            session, training_id, 1, "owner-a", "boom", max_attempts=3, base_delay=10, now=now
+        queue.retry_or_fail(
+            session, training_id, 1, "owner-a", "boom", policy=RetryPolicy(3, 10), now=now
         )
     later = now + timedelta(seconds=10)
     assert claim(app, "owner-b", later).attempts == 2
     with db.database(app).session() as session:
-        store.heartbeat(
+        queue.heartbeat(
             session, training_id, "owner-b", lease_seconds=LEASE, now=later, started_at=later
         )
-        assert not store.requeue(session, training_id, "owner-c")
-        assert store.requeue(session, training_id, "owner-b", now=later, log="partial log")
+        assert not queue.requeue(session, training_id, "owner-c")
+        assert queue.requeue(session, training_id, "owner-b", now=later, log="partial log")
 
     training = row(app, training_id)
     assert training.status == "queued"
@@ -415,7 +413,7 @@ def test_cancel_a_pending_training(app, client, auth, alias, scheduled):
     assert response.json["finished_at"] is not None
     assert client.get(f"/trainings/{training_id}", headers=auth).json["status"] == "cancelled"
     with db.database(app).session() as session:
-        assert store.promote_due(session, now=utcnow() + timedelta(days=400_000)) == 0
+        assert queue.promote_due(session, now=utcnow() + timedelta(days=400_000)) == 0
     assert claim(app, "owner-a", utcnow()) is None
 
 
@@ -434,11 +432,11 @@ def test_cancel_a_finished_training_is_409(app, client, auth, outcome):
     training_id, _ = claim_one(app, client, auth, owner="owner-a")
     with db.database(app).session() as session:
         if outcome == "succeeded":
-            assert store.finish(session, training_id, "owner-a", results={})
+            assert queue.finish(session, training_id, "owner-a", results={})
         elif outcome == "failed":
-            assert store.fail(session, training_id, "owner-a", "boom")
+            assert queue.fail(session, training_id, "owner-a", "boom")
         else:
-            store.cancel_training(session, training_id)
+            queue.cancel_training(session, training_id)
     before = client.get(f"/trainings/{training_id}", headers=auth).json
 
     for alias in (False, True):

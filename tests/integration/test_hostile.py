@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Server, flask_command, server_env, start_server, stop_server
+from conftest import TESTS, Server, flask_command, server_env, start_server, stop_server
 
-HOSTILE = Path(__file__).resolve().parent / "hostile"
+HOSTILE = TESTS / "hostile"
 CASE_FILES = sorted(HOSTILE.glob("*.http"))
 SCORING = "maia_trainings.trainers.scoring:train"
 ERROR_KEYS = {"code", "message", "errors"}

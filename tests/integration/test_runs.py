@@ -1,11 +1,12 @@
-"""Running trainings for real: the run-pending command, child processes, outcomes and logs."""
+"""Running trainings for real: the run-pending command, child processes, outcomes and logs.
+
+What run-pending decides before anything runs is in tests/unit/test_run_pending.py."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -15,17 +16,13 @@ from pathlib import Path
 
 import pytest
 from conftest import SAMPLE_TRAINER, flask_command, server_env
-from helpers import create, fetch
+from helpers import create, fetch, run_pending, summary
 
+from maia_trainings.fields import format_timestamp
 from maia_trainings.models import utcnow
-from maia_trainings.schemas import format_timestamp
 
 SAMPLE_METRICS = {"accuracy": 0.9, "precission": 0.8, "mae": 0.1, "rmse": 0.2}
 DEMO_TRAINER = "maia_trainings.trainers.demo:train"
-SUMMARY = re.compile(
-    r"^(\d+) trainings run: (\d+) succeeded, (\d+) failed, (\d+) back in the queue, "
-    r"(\d+) cancelled\.$"
-)
 
 
 @pytest.fixture(autouse=True)
@@ -40,23 +37,6 @@ def fetch_log(client, auth, training_id):
     assert response.status_code == 200
     assert response.mimetype == "text/plain"
     return response.get_data(as_text=True)
-
-
-def run_pending(runner, *args):
-    """Invoke run-pending; returns (result, seconds it took)."""
-    started = time.monotonic()
-    result = runner.invoke(args=["trainings", "run-pending", *args])
-    elapsed = time.monotonic() - started
-    # It ends with sys.exit; anything else escaping it is a crash.
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    return result, elapsed
-
-
-def summary(result):
-    """The counts of run-pending's last line: run, succeeded, failed, requeued, cancelled."""
-    match = SUMMARY.match(result.stdout.strip().splitlines()[-1])
-    assert match, result.stdout
-    return tuple(int(n) for n in match.groups())
 
 
 def models_dir(app):
@@ -137,13 +117,6 @@ def test_run_pending_prints_a_line_per_finished_training_and_a_summary(app, runn
         ]
     )
     assert summary(result) == (3, 1, 2, 0, 0)
-
-
-def test_run_pending_with_nothing_to_do_exits_0(runner):
-    result, elapsed = run_pending(runner)
-    assert result.exit_code == 0
-    assert summary(result) == (0, 0, 0, 0, 0)
-    assert elapsed < 5
 
 
 def test_limit_runs_only_that_many(runner, client, auth):
@@ -370,27 +343,6 @@ def test_include_scheduled_waits_for_a_training_due_soon(runner, client, auth):
     assert elapsed < 5
 
 
-def test_without_include_scheduled_a_training_due_soon_is_left_alone(runner, client, auth):
-    created = create(client, auth, scheduled_at=format_timestamp(utcnow() + timedelta(seconds=1)))
-
-    result, elapsed = run_pending(runner)
-
-    assert result.exit_code == 0
-    assert summary(result) == (0, 0, 0, 0, 0)
-    assert elapsed < 1
-    assert fetch(client, auth, created["id"])["status"] == "scheduled"
-
-
-def test_include_scheduled_does_not_wait_past_its_horizon(runner, client, auth):
-    created = create(client, auth, scheduled_at=format_timestamp(utcnow() + timedelta(hours=1)))
-
-    result, elapsed = run_pending(runner, "--include-scheduled", "3")
-
-    assert result.exit_code == 0
-    assert elapsed < 2
-    assert fetch(client, auth, created["id"])["status"] == "scheduled"
-
-
 # The built-in demo trainer -----------------------------------------------------------------
 
 
@@ -544,7 +496,7 @@ def test_sigterm_puts_the_running_training_back_in_the_queue(
 
 
 def test_killing_run_pending_stops_its_training(app, client, auth, instance_path, tmp_path):
-    """runner._die_with_parent: a run must not outlive the process that supervises it, or a
+    """children._die_with_supervisor: a run must not outlive the process that supervises it, or a
     restarted service would run the training again beside it (and nothing enforces
     MAX_RUNTIME on it any more)."""
     record = tmp_path / "record.jsonl"

@@ -1,0 +1,137 @@
+"""The /trainings resource: each view authorises, parses, validates, stores and renders."""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Any, cast
+
+from flask import Response, current_app, request, send_file
+
+from .. import db, dispatcher, listing, queue, trainings
+from ..auth import View, can_read, can_write, current_actor
+from ..errors import NotFound
+from ..formats import negotiate, parse_body, render
+from ..paths import resolve_inside
+from ..schemas import check_trainer_params, dump_training, dump_trainings, load_training
+from . import bp
+
+# How ids are rendered: ASCII digits without leading zeros, small enough for any database.
+ID_PATTERN = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def writes(view: View) -> View:
+    """Decorator for views that change data: a write token, then an acceptable response type.
+
+    Negotiating first means a client that could not read the answer gets 406 before anything
+    is written; authenticating before that keeps the documented 403 for a missing token.
+    """
+
+    @functools.wraps(view)
+    def negotiated(*args: Any, **kwargs: Any) -> Response:
+        negotiate()
+        return view(*args, **kwargs)
+
+    return can_write(cast(View, negotiated))
+
+
+def _models_dir() -> Path:
+    return Path(current_app.config["MODELS_DIR"])
+
+
+def _training_id(raw: str) -> int:
+    # Ids are strings in the API; anything but the digits we render is simply not found.
+    if not ID_PATTERN.fullmatch(raw):
+        raise NotFound()
+    return int(raw)
+
+
+def _load(partial: bool = False) -> dict[str, Any]:
+    """The body's training fields, validated, with the trainer's own check of the meta."""
+    fields = load_training(parse_body(), models_dir=_models_dir(), partial=partial)
+    if fields.get("meta") is not None:
+        check_trainer_params(fields["meta"], current_app.config)
+    return fields
+
+
+@bp.post("/trainings")
+@writes
+def create_training() -> Response:
+    training, _created = trainings.create_training(db.get_session(), _load(), actor=current_actor())
+    dispatcher.notify(training)
+    return render(dump_training(training))
+
+
+@bp.get("/trainings")
+@can_read
+def list_trainings() -> Response:
+    query = listing.parse_list_query(
+        request.args, default_limit=current_app.config["DEFAULT_PAGE_SIZE"]
+    )
+    return render(dump_trainings(listing.list_trainings(db.get_session(), query)))
+
+
+@bp.get("/trainings/count")
+@can_read
+def count_trainings() -> Response:
+    query = listing.parse_list_query(request.args, default_limit=0)
+    return render(listing.count_trainings(db.get_session(), query.filters), root="count")
+
+
+@bp.get("/trainings/<training_id>")
+@can_read
+def get_training(training_id: str) -> Response:
+    training = trainings.get_training(db.get_session(), _training_id(training_id))
+    return render(dump_training(training))
+
+
+@bp.put("/trainings/<training_id>")
+@writes
+def update_training(training_id: str) -> Response:
+    key = _training_id(training_id)
+    fields = _load(partial=True)
+    training = trainings.update_training(db.get_session(), key, fields, actor=current_actor())
+    dispatcher.notify(training)  # a new scheduled_at may have made it due, or due later
+    return render(dump_training(training))
+
+
+@bp.delete("/trainings/<training_id>")
+@writes
+def delete_training(training_id: str) -> Response:
+    training = trainings.delete_training(db.get_session(), _training_id(training_id))
+    return render(dump_training(training))
+
+
+@bp.post("/trainings/<training_id>/cancel")
+@bp.post("/trainings/cancel/<training_id>")  # the path a later revision of the API documented
+@writes
+def cancel_training(training_id: str) -> Response:
+    training = queue.cancel_training(db.get_session(), _training_id(training_id))
+    return render(dump_training(training))
+
+
+@bp.get("/trainings/<training_id>/log")
+@can_read
+def training_log(training_id: str) -> Response:
+    training = trainings.get_training(db.get_session(), _training_id(training_id))
+    return Response(training.log or "", mimetype="text/plain")
+
+
+@bp.get("/trainings/<training_id>/binary")
+@can_read
+def training_binary(training_id: str) -> Response:
+    training = trainings.get_training(db.get_session(), _training_id(training_id))
+    if not training.binary_path or not training.binary_sha256:
+        raise NotFound("the model file is not published (yet)")
+    path = resolve_inside(_models_dir(), training.binary_path)
+    if not path.is_file():
+        raise NotFound("the model file is missing from the models folder")
+    return send_file(
+        path,
+        mimetype="application/octet-stream",
+        as_attachment=True,
+        download_name=path.name,
+        etag=training.binary_sha256,
+        conditional=True,
+    )

@@ -1,0 +1,142 @@
+"""Where the scoring trainer's rows come from (a CSV file, a datasource query, the demo book),
+read in chunks into a compact frame, and its outcome column as 0/1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy
+from pandas.api.types import union_categoricals
+
+from ..paths import resolve_inside
+from . import portfolio
+
+DEMO_ROWS = 20_000
+CHUNK_ROWS = 100_000
+# Text outcomes that mean "defaulted", for telling the positive class of a two-valued target.
+POSITIVE_WORDS = frozenset({"bad", "yes", "y", "true", "t", "default", "defaulted", "1"})
+
+
+def _compact(chunk: pd.DataFrame) -> pd.DataFrame:
+    """Numbers as floats, text as categories: a million rows stay small.
+
+    Numbers stay 64-bit, as the saved pipeline will get them from raw rows: a narrower type
+    here would move values across a tree's split points and make the reported figures
+    differ from what the artifact computes.
+    """
+    for column in chunk.columns:
+        series = chunk[column]
+        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            chunk[column] = series.astype(np.float64)
+        else:
+            chunk[column] = series.astype("category")
+    return chunk
+
+
+def _concat(chunks: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Join compacted chunks; text categories are united instead of falling back to objects."""
+    chunks = list(chunks)
+    if not chunks or not sum(len(chunk) for chunk in chunks):
+        raise ValueError("the dataset has no rows")
+    if len(chunks) == 1:
+        return chunks[0]
+    columns = {}
+    for column in chunks[0].columns:
+        parts = [chunk[column] for chunk in chunks]
+        if any(isinstance(part.dtype, pd.CategoricalDtype) for part in parts):
+            # Text in some chunk makes the column text (a chunk of blanks reads as numbers).
+            parts = [_as_category(part) for part in parts]
+            columns[column] = pd.Series(union_categoricals(parts, ignore_order=True))
+        else:
+            columns[column] = pd.concat(parts, ignore_index=True)
+    return pd.DataFrame(columns)
+
+
+def _as_category(part: pd.Series) -> pd.Series:
+    """``part`` as categories of plain text, whatever a chunk's reader made of it."""
+    if not isinstance(part.dtype, pd.CategoricalDtype):
+        part = part.astype(object).where(part.notna(), None).astype("category")
+    labels = pd.Index([str(label) for label in part.cat.categories], dtype=object)
+    return part.cat.rename_categories(labels) if len(labels) else part.cat.set_categories(labels)
+
+
+def _read_only(connection: sqlalchemy.Connection) -> None:
+    """Make the datasource connection refuse writes, where its database can."""
+    dialect = connection.dialect.name
+    if dialect == "sqlite":
+        connection.exec_driver_sql("PRAGMA query_only = ON")
+    elif dialect == "postgresql":
+        connection.exec_driver_sql("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    elif dialect in ("mysql", "mariadb"):
+        connection.exec_driver_sql("SET SESSION TRANSACTION READ ONLY")
+
+
+def load_dataset(
+    params: Mapping[str, Any], settings: Mapping[str, Any]
+) -> tuple[pd.DataFrame, str]:
+    """The training data and a description of where it came from."""
+    dataset = params.get("dataset")
+    if dataset is None:
+        rows = int(settings.get("DEMO_ROWS") or DEMO_ROWS)
+        seed = int(params.get("seed", 42))
+        return _concat(
+            _compact(b) for b in portfolio.blocks(rows, seed)
+        ), f"the demo portfolio (seed {seed})"
+    if isinstance(dataset, str):
+        path = resolve_inside(Path(settings["DATASETS_DIR"]), dataset)
+        reader = pd.read_csv(path, chunksize=CHUNK_ROWS)
+        return _concat(_compact(chunk) for chunk in reader), f"the CSV file {dataset}"
+    url = settings["DATASOURCES"][dataset["datasource"]]
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            _read_only(connection)
+            chunks = pd.read_sql_query(
+                sqlalchemy.text(dataset["query"]), connection, chunksize=CHUNK_ROWS
+            )
+            frame = _concat(_compact(chunk) for chunk in chunks)
+    finally:
+        engine.dispose()
+    return frame, f"the datasource {dataset['datasource']}"
+
+
+def encode_target(values: pd.Series, positive: Any = None) -> tuple[np.ndarray, str]:
+    """The outcome as 0/1 (1 = default) and the value that was taken to mean default."""
+    if pd.api.types.is_numeric_dtype(values):
+        numbers = values.to_numpy(dtype=np.float64)
+        distinct = sorted(set(np.unique(numbers).tolist()))
+        shown = [f"{v:g}" for v in distinct]
+        if positive is not None:
+            try:
+                chosen: Any = float(positive)
+            except ValueError:
+                chosen = None
+        else:
+            chosen = 1.0 if distinct == [0.0, 1.0] else None
+        labels: Any = numbers
+    else:
+        labels = values.astype(str).to_numpy()
+        distinct = shown = sorted(set(labels.tolist()))
+        if positive is not None:
+            chosen = str(positive)
+        else:
+            words = [v for v in distinct if v.strip().lower() in POSITIVE_WORDS]
+            chosen = words[0] if len(words) == 1 else None
+    if len(distinct) != 2:
+        raise ValueError(
+            f"the target must have two values, it has {len(distinct)}: {', '.join(shown[:10])}"
+        )
+    if chosen is None and positive is None:
+        raise ValueError(
+            f"the target's values are {' and '.join(shown)}; name the one that means default "
+            "with `positive`"
+        )
+    if chosen not in distinct:
+        raise ValueError(f"positive={positive!r} is not a value of the target ({', '.join(shown)})")
+    return (labels == chosen).astype(np.int8), f"{chosen:g}" if isinstance(
+        chosen, float
+    ) else chosen

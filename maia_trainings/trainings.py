@@ -1,0 +1,132 @@
+"""Trainings as clients see them: create (idempotent by uuid), get, update and delete."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid as uuid_module
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .db import database_of, reading, rows_changed, writing
+from .errors import Conflict, NotFound
+from .fields import EDITABLE_COLUMNS, PENDING_ONLY_COLUMNS, api_name
+from .models import PENDING_STATUSES, TRAININGS, Status, Training, utcnow
+
+
+def get_training(session: Session, training_id: int) -> Training:
+    """The stored training, read afresh; NotFound if there is none."""
+    with reading(session):
+        training = session.get(Training, training_id, populate_existing=True)
+    if training is None:
+        raise NotFound()
+    return training
+
+
+def _fingerprint(fields: Mapping[str, Any]) -> str:
+    canonical = json.dumps(fields, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def initial_status(scheduled_at: datetime | None, now: datetime) -> Status:
+    """A training scheduled ahead waits for its time; any other is due at once."""
+    return Status.SCHEDULED if scheduled_at is not None and scheduled_at > now else Status.QUEUED
+
+
+def create_training(
+    session: Session,
+    fields: Mapping[str, Any],
+    *,
+    actor: str | None,
+    now: datetime | None = None,
+) -> tuple[Training, bool]:
+    """Store a new training from validated ``fields``; returns it and whether it was created.
+
+    A ``uuid`` already taken by a training created from the same fields returns that training
+    (a client's retry); taken by different fields, it is a conflict.
+    """
+    now = now or utcnow()
+    fingerprint = _fingerprint(fields)
+    row: dict[str, Any] = {
+        "uuid": fields.get("uuid") or str(uuid_module.uuid4()),
+        "status": initial_status(fields.get("scheduled_at"), now),
+        "created_at": now,
+        "updated_at": now,
+        "created_by": actor,
+        "updated_by": actor,
+        "attempts": 0,
+        "request_fingerprint": fingerprint,
+        **{name: fields[name] for name in EDITABLE_COLUMNS if name in fields},
+    }
+    try:
+        # Grouped with concurrent creates into one commit (its own transaction, see
+        # db.GroupInsert); returns once the row is durable.
+        training_id = database_of(session).group_insert(TRAININGS).insert(row)
+    except IntegrityError:
+        with reading(session):
+            existing = session.scalar(select(Training).where(Training.uuid == row["uuid"]))
+        if existing is None:
+            raise
+        if not hmac.compare_digest(existing.request_fingerprint, fingerprint):
+            raise Conflict(
+                f"a training with uuid {row['uuid']!r} already exists with different fields"
+            ) from None
+        return existing, False
+    # What was stored, as an object outside the session (nothing else is loaded or tracked).
+    return Training(id=training_id, **row), True
+
+
+def update_training(
+    session: Session,
+    training_id: int,
+    fields: Mapping[str, Any],
+    *,
+    actor: str | None,
+    now: datetime | None = None,
+) -> Training:
+    """Apply a client's changes; fields sent with their current value count as unchanged."""
+    now = now or utcnow()
+    current = get_training(session, training_id)
+    if "uuid" in fields and fields["uuid"] != current.uuid:
+        raise Conflict("a training's uuid cannot be changed")
+    changes = {
+        name: fields[name]
+        for name in EDITABLE_COLUMNS
+        if name in fields and fields[name] != getattr(current, name)
+    }
+    if not changes:
+        return current
+    guard = Training.id == training_id
+    pending_only = [name for name in PENDING_ONLY_COLUMNS if name in changes]
+    if pending_only:
+        if "scheduled_at" in changes:
+            changes["status"] = initial_status(changes["scheduled_at"], now)
+        guard = and_(guard, Training.status.in_(PENDING_STATUSES))
+    with writing(session):
+        result = session.execute(
+            update(Training).where(guard).values(**changes, updated_at=now, updated_by=actor)
+        )
+    if rows_changed(result) == 0:
+        get_training(session, training_id)  # raises NotFound if it was deleted meanwhile
+        names = " and ".join(api_name(name) for name in pending_only)
+        raise Conflict(f"{names} can only change while the training is scheduled or queued")
+    return get_training(session, training_id)
+
+
+def delete_training(session: Session, training_id: int) -> Training:
+    """Delete a training that is not running; returns what it was."""
+    current = get_training(session, training_id)
+    with writing(session):
+        result = session.execute(
+            delete(Training).where(Training.id == training_id, Training.status != Status.RUNNING)
+        )
+    if rows_changed(result) == 0:
+        get_training(session, training_id)
+        raise Conflict("a running training cannot be deleted; cancel it first")
+    return current
