@@ -110,7 +110,7 @@ def child_main(
         )
         last_word = (Ending.SUCCEEDED, check_result(trainer(context)))
     except Retry as exc:
-        last_word = (Ending.RETRY, exc.message or "the trainer asked for another attempt")
+        last_word = (Ending.RETRY, str(exc) or "the trainer asked for another attempt")
     except MemoryError:
         last_word = (Ending.RETRY, "the training ran out of memory")
     except Exception as exc:

@@ -1,4 +1,4 @@
-"""The one claim loop, and run-pending's foreground drive of it.
+"""The one claim loop (the server's, run-pending's, the worker node's) and run-pending's drive.
 
 The database is the queue. :class:`ClaimLoop` is how work is taken from it, everywhere (the
 server's dispatcher, run-pending, and the worker node to come): queue the scheduled trainings
@@ -8,11 +8,13 @@ claimed training in a pool thread, and let that thread claim the next one when i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import Flask
 from sqlalchemy.orm import Session
@@ -53,6 +55,7 @@ class ClaimLoop:
         on_claimed: Callable[[Training], None] | None = None,
         on_finished: Callable[[Training, Outcome], None] | None = None,
         on_slot_free: Callable[[bool], None] | None = None,
+        children: Children | None = None,
     ) -> None:
         self.database = database
         self.workers = workers
@@ -64,12 +67,39 @@ class ClaimLoop:
         self.on_claimed = on_claimed
         self.on_finished = on_finished
         self.on_slot_free = on_slot_free
+        self.children = children
         self._busy = 0
         self._busy_changed = threading.Condition()
         # Turns take turns, so that two wake-ups never claim past the free slots.
         self._turn_lock = threading.Lock()
         self._claim_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="maia-run")
+
+    @classmethod
+    def for_app(
+        cls,
+        app: Flask,
+        *,
+        workers: int,
+        shutdown: Shutdown,
+        run: RunFunction | None = None,
+        **options: Any,
+    ) -> ClaimLoop:
+        """The loop of ``app``, its trainings run by a Runner in children this loop owns (and
+        lets go when it stops); ``run`` replaces the Runner (a fake, in tests)."""
+        children = None
+        if run is None:
+            children = Children()
+            run = Runner(app, children, shutdown).run
+        return cls(
+            db.database(app),
+            workers=workers,
+            settings=RunSettings.from_app(app),
+            run=run,
+            shutdown=shutdown,
+            children=children,
+            **options,
+        )
 
     @property
     def busy(self) -> int:
@@ -94,14 +124,18 @@ class ClaimLoop:
                     break
                 with self._busy_changed:
                     self._busy += 1
+                try:
+                    self._pool.submit(self._work, training)
+                except RuntimeError:  # the interpreter is shutting down: its lease will lapse
+                    self._slot_freed()
+                    raise
                 claimed += 1
-                self._pool.submit(self._work, training)
         return claimed
 
     def _claim(self, session: Session) -> Training | None:
-        # One claim at a time in this process: what ``among`` allows depends on the claims
-        # before it (run-pending's limit), which a worker claiming its next training races.
-        with self._claim_lock:
+        # With ``among``, one claim at a time: what it allows depends on the claims before it
+        # (run-pending's limit), which a worker claiming its next training would race.
+        with self._claim_lock if self.among is not None else contextlib.nullcontext():
             among = self.among() if self.among is not None else None
             if among == []:
                 return None
@@ -128,7 +162,8 @@ class ClaimLoop:
             while training is not None:
                 assert training.lease_owner is not None
                 outcome = self.run(training, training.lease_owner)
-                log.info("training %s: %s, left %s", training.id, outcome.ending, outcome.status)
+                left = outcome.status or "stopped (cancelled or taken over)"
+                log.info("training %s: %s (%s)", training.id, left, outcome.ending)
                 retried = retried or outcome.status is Status.QUEUED
                 if self.on_finished is not None:
                     self.on_finished(training, outcome)
@@ -141,24 +176,28 @@ class ClaimLoop:
         except Exception:
             log.exception("a worker failed between trainings; the next poll goes on")
         finally:
-            with self._busy_changed:
-                self._busy -= 1
-                self._busy_changed.notify_all()
+            self._slot_freed()
             if self.on_slot_free is not None:
                 self.on_slot_free(retried)
 
-    def wait_for_a_slot(self, timeout: float) -> None:
-        """Wait until a run ends (or ``timeout`` seconds)."""
+    def _slot_freed(self) -> None:
         with self._busy_changed:
-            busy = self._busy
+            self._busy -= 1
+            self._busy_changed.notify_all()
+
+    def wait_for_a_slot(self, busy: int, timeout: float) -> None:
+        """Wait until fewer than ``busy`` slots are busy (or ``timeout`` seconds)."""
+        with self._busy_changed:
             self._busy_changed.wait_for(lambda: self._busy < busy, timeout)
 
     def stop(self) -> None:
         """Claim nothing more; wait for the running trainings (they end by the shutdown's
-        deadline), then let the pool's threads go."""
+        deadline), then let the pool's threads and the waiting children go."""
         with self._turn_lock, self._busy_changed:
             self._busy_changed.wait_for(lambda: self._busy == 0)
         self._pool.shutdown(wait=True)
+        if self.children is not None:
+            self.children.close()
 
 
 def run_pending(
@@ -180,7 +219,6 @@ def run_pending(
     training's last outcome.
     """
     shutdown = shutdown or Shutdown()
-    settings = RunSettings.from_app(app)
     database = db.database(app)
     horizon_end = clock() + timedelta(seconds=horizon)
     outcomes: dict[int, Outcome | None] = {}  # None while it runs
@@ -205,13 +243,11 @@ def run_pending(
         with outcomes_lock:
             outcomes[training.id] = None
 
-    children = Children()
-    loop = ClaimLoop(
-        database,
+    loop = ClaimLoop.for_app(
+        app,
         workers=workers,
-        settings=settings,
-        run=run or Runner(app, children, shutdown).run,
         shutdown=shutdown,
+        run=run,
         clock=clock,
         among=among,
         on_claimed=claimed,
@@ -219,9 +255,11 @@ def run_pending(
     )
     try:
         while not shutdown.requested.is_set():
-            loop.turn()
-            if loop.busy:
-                loop.wait_for_a_slot(timeout=1.0)
+            if loop.busy < workers:
+                loop.turn()
+            busy = loop.busy  # read once: a run that ends from now on ends the wait
+            if busy:
+                loop.wait_for_a_slot(busy, timeout=1.0)
                 continue
             room = limit is None or len(outcomes) < limit
             with database.session() as session:
@@ -238,5 +276,4 @@ def run_pending(
             shutdown.requested.wait(pause)
     finally:
         loop.stop()
-        children.close()
     return outcomes

@@ -10,12 +10,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
-from flask.globals import app_ctx
 from marshmallow import ValidationError
 from werkzeug.datastructures import MultiDict
 
@@ -39,7 +38,9 @@ def _fail(exc: ServiceError) -> None:
 
 
 def _app() -> Flask:
-    return app_ctx.app
+    # The app behind the proxy, as Flask documents it; current_app is typed as the app itself.
+    app: Flask = cast(Any, current_app)._get_current_object()
+    return app
 
 
 @trainings.command("init-db")

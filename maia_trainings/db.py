@@ -269,6 +269,36 @@ def rows_changed(result: Result[Any]) -> int:
     return cast(CursorResult[Any], result).rowcount
 
 
+# Marks a session whose reading() or writing() scope is open.
+SCOPE_KEY = "maia_trainings.scope"
+
+
+def end_snapshot(session: Session) -> None:
+    """End a read transaction left open on ``session`` (reads made outside any scope).
+
+    Never a caller's changes: a session holding unwritten changes is a bug, and is refused.
+    """
+    if not session.in_transaction():
+        return
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("changes outside a writing() scope would be committed by accident")
+    session.commit()
+
+
+@contextmanager
+def _scope(session: Session) -> Iterator[None]:
+    if session.info.get(SCOPE_KEY):
+        # A nested scope would end its caller's transaction halfway: each store function is
+        # one transaction, called outside any other.
+        raise RuntimeError("reading() and writing() scopes do not nest")
+    end_snapshot(session)
+    session.info[SCOPE_KEY] = True
+    try:
+        yield
+    finally:
+        session.info.pop(SCOPE_KEY, None)
+
+
 @contextmanager
 def reading(session: Session) -> Iterator[Session]:
     """A read transaction on ``session``: one consistent view, ended (released) at the end.
@@ -276,25 +306,24 @@ def reading(session: Session) -> Iterator[Session]:
     Ending it matters in SQLite's WAL mode: an open read keeps the writers' log from being
     checkpointed, and a later write from the same session could not upgrade it.
     """
-    if session.in_transaction():
-        session.commit()  # an earlier request-scoped read's snapshot: nothing to write
-    try:
-        yield session
-    except BaseException:
-        session.rollback()
-        raise
-    # Committing ends the (read-only) transaction without expiring what it loaded, as a
-    # rollback would: the objects read stay usable after the block.
-    session.commit()
+    with _scope(session):
+        try:
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
+        # Committing ends the (read-only) transaction without expiring what it loaded, as a
+        # rollback would: the objects read stay usable after the block.
+        session.commit()
 
 
 @contextmanager
 def writing(session: Session) -> Iterator[Session]:
-    """One write transaction on ``session``, committed at the end and rolled back on error."""
-    if session.in_transaction():
-        # A snapshot from earlier reads could not be upgraded to a write in SQLite.
-        session.commit()
-    with database_of(session).write_lock:
+    """One write transaction on ``session``, committed at the end and rolled back on error.
+
+    It takes this process's writer lock first: SQLite has one writer at a time.
+    """
+    with _scope(session), database_of(session).write_lock:
         session.connection(execution_options={WRITE_OPTION: True})
         try:
             yield session

@@ -1,8 +1,8 @@
-"""The server's dispatcher: the claim loop turned by a wake-up event, and APScheduler for the
-timed wake-ups (every ``POLL_INTERVAL``, and at the next ``scheduled_at`` or back-off end).
+"""The server's dispatcher: the claim loop, turned by a wake-up event and timed wake-ups.
 
-A training that is queued sets the event at once; APScheduler only computes and keeps the
-times. One dispatcher per process: :func:`start` is idempotent, and nothing starts on import.
+A training that is queued sets the event at once; APScheduler sets the timed wake-ups (every
+``POLL_INTERVAL``, and at the next ``scheduled_at`` or back-off end), computing and keeping only
+the times. One dispatcher per process: :func:`start` is idempotent; nothing starts on import.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 from werkzeug.serving import is_running_from_reloader
 
-from . import db, queue
-from .children import Children
+from . import queue
 from .claim_loop import ClaimLoop, Clock, RunFunction
 from .models import Status, Training, utcnow
-from .runner import Runner, RunSettings, Shutdown
+from .runner import Shutdown
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +36,11 @@ class Dispatcher:
         self.poll_interval = float(app.config["POLL_INTERVAL"])
         self.grace = float(app.config["SHUTDOWN_GRACE"])
         self.shutdown_signal = Shutdown()
-        self.children = Children()
-        settings = RunSettings.from_app(app)
-        self.loop = ClaimLoop(
-            db.database(app),
+        self.loop = ClaimLoop.for_app(
+            app,
             workers=int(app.config["WORKERS"]),
-            settings=settings,
-            run=run or Runner(app, self.children, self.shutdown_signal).run,
             shutdown=self.shutdown_signal,
+            run=run,
             clock=clock,
             # A free slot is worth a turn; a retry left waiting out a back-off needs a timed
             # look at its end, which a housekeeping turn sets.
@@ -124,9 +120,11 @@ class Dispatcher:
     def _serve(self) -> None:
         while True:
             self._woken.wait()
+            # Cleared before looking at the shutdown: a shutdown asks, then sets the event,
+            # so checking after the clear cannot miss it.
+            self._woken.clear()
             if self.stopping:
                 return
-            self._woken.clear()
             with self._flag_lock:
                 housekeeping, self._housekeeping = self._housekeeping, False
             try:
@@ -150,7 +148,6 @@ class Dispatcher:
             self._thread.join()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
-        self.children.close()
         log.info("dispatcher stopped")
 
 

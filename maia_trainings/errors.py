@@ -16,7 +16,7 @@ class ServiceError(Exception):
     code = 500
 
     def __init__(self, message: str | None = None, errors: Mapping[str, Any] | None = None) -> None:
-        super().__init__(message)
+        super().__init__(*(() if message is None else (message,)))  # str() is "" without one
         self.message = message
         self.errors = errors
 

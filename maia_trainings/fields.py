@@ -64,10 +64,11 @@ _I, _N, _X, _D = Kind.INTEGER, Kind.NUMBER, Kind.TEXT, Kind.DATETIME
 FIELDS: tuple[Field, ...] = (
     Field("id", "id", _I, _S),
     Field("uuid", "uuid", _X, _C),
-    Field("accuracy", "accuracy", _N, _T, minimum=0.0, maximum=1.0),
-    Field("precission", "precission", _N, _T, minimum=0.0, maximum=1.0),  # sic: the API's name
-    Field("mae", "mae", _N, _T, minimum=0.0),
-    Field("rmse", "rmse", _N, _T, minimum=0.0),
+    # Whole numbers where they are whole: the range is quoted in 400 answers as "0" and "1".
+    Field("accuracy", "accuracy", _N, _T, minimum=0, maximum=1),
+    Field("precission", "precission", _N, _T, minimum=0, maximum=1),  # sic: the API's name
+    Field("mae", "mae", _N, _T, minimum=0),
+    Field("rmse", "rmse", _N, _T, minimum=0),
     Field("binaryPath", "binary_path", _X, _P),
     Field("version", "version", _X, _C),
     Field("meta", "meta", _X, _C),
@@ -93,7 +94,9 @@ METRICS: tuple[Field, ...] = tuple(field for field in FIELDS if field.setter is 
 READ_ONLY_NAMES = frozenset(field.name for field in FIELDS if field.read_only)
 # Columns a client sets, and those it may change only before the run starts.
 EDITABLE_COLUMNS = tuple(f.column for f in FIELDS if f.setter in (_C, _P) and f.name != "uuid")
-PENDING_ONLY_COLUMNS = tuple(field.column for field in FIELDS if field.setter is _P)
+# In the order a 409 names them ("scheduled_at and binaryPath can only change while ...").
+PENDING_ONLY_COLUMNS = ("scheduled_at", "binary_path")
+assert set(PENDING_ONLY_COLUMNS) == {field.column for field in FIELDS if field.setter is _P}
 # What lists can filter and sort by.
 QUERYABLE: Mapping[str, Field] = {field.name: field for field in FIELDS if field.queryable}
 
@@ -111,7 +114,8 @@ def to_milliseconds(moment: datetime) -> datetime:
 
 def format_timestamp(moment: datetime) -> str:
     """ISO 8601 in UTC with milliseconds and a ``Z``: ``2026-01-02T03:04:05.678Z``."""
-    # isoformat rather than strftime: several times faster, and it pads years below 1000.
+    # isoformat rather than strftime: several times faster (measured 2026-11-28), and it pads
+    # years below 1000.
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 

@@ -1,5 +1,7 @@
-"""Lists of trainings: ``_sort``, ``_start``, ``_limit`` and the Strapi v3 filters, parsed from
-the query string into a :class:`ListQuery` and turned into SQL."""
+"""Lists of trainings: the Strapi v3 filters, ``_sort``, ``_start`` and ``_limit``, into SQL.
+
+They are parsed from the query string into a :class:`ListQuery`, which becomes the query.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, defer
 from werkzeug.datastructures import MultiDict
 
 from .db import reading
+from .errors import InvalidRequest
 from .fields import QUERYABLE, Kind, parse_timestamp
 from .models import Status, Training
 
@@ -203,7 +206,7 @@ def _condition(
         case "null":
             clause = column.is_(None) if value else column.is_not(None)
         case _:
-            raise ValueError(f"unknown filter operator {operator!r}")
+            raise InvalidRequest(f"unknown filter operator {operator!r}")
     return clause
 
 

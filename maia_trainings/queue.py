@@ -283,7 +283,8 @@ def reap_expired(session: Session, *, policy: RetryPolicy, now: datetime | None 
         ).all()
     recovered = 0
     for training_id, owner, attempts in expired:
-        assert owner is not None  # running trainings always have one
+        if owner is None:
+            continue  # not a run's claim (edited by hand): nothing of ours to recover
         outcome = _release(**policy.after_failure(attempts, EXPIRED_MESSAGE, now))
         with writing(session):
             # Still expired: a run that renewed its lease meanwhile is alive and left alone.

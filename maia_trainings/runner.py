@@ -1,5 +1,4 @@
-"""One supervised run of a claimed training: its child started, its lease renewed, its limits
-enforced, and its :class:`Outcome` recorded on the training.
+"""One supervised run of a claimed training, and the :class:`Outcome` recorded on it.
 
 The supervising thread hands the training to a child process (see ``children``), renews the
 lease with a heartbeat that also carries progress and the log, stops the child at its

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,8 @@ from marshmallow import (
 
 from . import fields as training_fields
 from .errors import InvalidParams, PathOutside
-from .fields import METRICS, READ_ONLY_NAMES, parse_timestamp, represent
+from .fields import METRICS, READ_ONLY_NAMES, parse_timestamp
 from .formats import NOT_XML_CHARACTERS
-from .models import Training
 from .paths import check_relative_path, resolve_inside
 from .trainers import load_trainer, params_from_meta, trainer_settings, validate_params
 
@@ -166,14 +165,6 @@ TrainingOut = Schema.from_dict(
 
 training_in = TrainingIn()
 training_out = TrainingOut()
-
-
-def dump_training(training: Training) -> dict[str, Any]:
-    return represent(training)
-
-
-def dump_trainings(trainings: Sequence[Training]) -> list[dict[str, Any]]:
-    return [represent(training) for training in trainings]
 
 
 def load_training(

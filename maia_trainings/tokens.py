@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from .db import reading, rows_changed, writing
 from .errors import Conflict, NotFound
@@ -82,9 +83,10 @@ def authenticate(
 ) -> ApiToken | None:
     """The active token whose secret this is, or None; records when it was last used."""
     digest = hash_token(secret)
-    token = session.scalar(
-        select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
-    )
+    with reading(session):
+        token = session.scalar(
+            select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
+        )
     if token is None or not hmac.compare_digest(token.token_hash, digest):
         return None
     now = now or utcnow()
@@ -101,5 +103,5 @@ def authenticate(
                 )
         except OperationalError:
             return token
-        token.last_used_at = now
+        set_committed_value(token, "last_used_at", now)  # as stored: nothing left to write
     return token

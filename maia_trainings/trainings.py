@@ -14,7 +14,7 @@ from sqlalchemy import and_, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .db import database_of, reading, rows_changed, writing
+from .db import database_of, end_snapshot, reading, rows_changed, writing
 from .errors import Conflict, NotFound
 from .fields import EDITABLE_COLUMNS, PENDING_ONLY_COLUMNS, api_name
 from .models import PENDING_STATUSES, TRAININGS, Status, Training, utcnow
@@ -64,6 +64,7 @@ def create_training(
         "request_fingerprint": fingerprint,
         **{name: fields[name] for name in EDITABLE_COLUMNS if name in fields},
     }
+    end_snapshot(session)  # no read of this session's may hide the row from its later reads
     try:
         # Grouped with concurrent creates into one commit (its own transaction, see
         # db.GroupInsert); returns once the row is durable.

@@ -11,14 +11,16 @@ from flask import Response, current_app, request, send_file
 
 from .. import db, dispatcher, listing, queue, trainings
 from ..auth import View, can_read, can_write, current_actor
-from ..errors import NotFound
+from ..errors import NotFound, PathOutside
+from ..fields import represent
 from ..formats import negotiate, parse_body, render
 from ..paths import resolve_inside
-from ..schemas import check_trainer_params, dump_training, dump_trainings, load_training
+from ..schemas import check_trainer_params, load_training
 from . import bp
 
 # How ids are rendered: ASCII digits without leading zeros, small enough for any database.
 ID_PATTERN = re.compile(r"[1-9][0-9]{0,17}")
+MISSING_MODEL = "the model file is missing from the models folder"
 
 
 def writes(view: View) -> View:
@@ -60,7 +62,7 @@ def _load(partial: bool = False) -> dict[str, Any]:
 def create_training() -> Response:
     training, _created = trainings.create_training(db.get_session(), _load(), actor=current_actor())
     dispatcher.notify(training)
-    return render(dump_training(training))
+    return render(represent(training))
 
 
 @bp.get("/trainings")
@@ -69,7 +71,7 @@ def list_trainings() -> Response:
     query = listing.parse_list_query(
         request.args, default_limit=current_app.config["DEFAULT_PAGE_SIZE"]
     )
-    return render(dump_trainings(listing.list_trainings(db.get_session(), query)))
+    return render([represent(t) for t in listing.list_trainings(db.get_session(), query)])
 
 
 @bp.get("/trainings/count")
@@ -83,7 +85,7 @@ def count_trainings() -> Response:
 @can_read
 def get_training(training_id: str) -> Response:
     training = trainings.get_training(db.get_session(), _training_id(training_id))
-    return render(dump_training(training))
+    return render(represent(training))
 
 
 @bp.put("/trainings/<training_id>")
@@ -93,14 +95,14 @@ def update_training(training_id: str) -> Response:
     fields = _load(partial=True)
     training = trainings.update_training(db.get_session(), key, fields, actor=current_actor())
     dispatcher.notify(training)  # a new scheduled_at may have made it due, or due later
-    return render(dump_training(training))
+    return render(represent(training))
 
 
 @bp.delete("/trainings/<training_id>")
 @writes
 def delete_training(training_id: str) -> Response:
     training = trainings.delete_training(db.get_session(), _training_id(training_id))
-    return render(dump_training(training))
+    return render(represent(training))
 
 
 @bp.post("/trainings/<training_id>/cancel")
@@ -108,7 +110,7 @@ def delete_training(training_id: str) -> Response:
 @writes
 def cancel_training(training_id: str) -> Response:
     training = queue.cancel_training(db.get_session(), _training_id(training_id))
-    return render(dump_training(training))
+    return render(represent(training))
 
 
 @bp.get("/trainings/<training_id>/log")
@@ -121,12 +123,19 @@ def training_log(training_id: str) -> Response:
 @bp.get("/trainings/<training_id>/binary")
 @can_read
 def training_binary(training_id: str) -> Response:
-    training = trainings.get_training(db.get_session(), _training_id(training_id))
+    key = _training_id(training_id)
+    training = trainings.get_training(db.get_session(), key)
     if not training.binary_path or not training.binary_sha256:
         raise NotFound("the model file is not published (yet)")
-    path = resolve_inside(_models_dir(), training.binary_path)
+    try:
+        path = resolve_inside(_models_dir(), training.binary_path)
+    except PathOutside:
+        # Published inside, it resolves elsewhere now (a link in the folder was changed):
+        # nothing outside the models folder is ever served.
+        current_app.logger.warning("training %s: its model file left the models folder", key)
+        raise NotFound(MISSING_MODEL) from None
     if not path.is_file():
-        raise NotFound("the model file is missing from the models folder")
+        raise NotFound(MISSING_MODEL)
     return send_file(
         path,
         mimetype="application/octet-stream",

@@ -1,5 +1,7 @@
-"""Where the scoring trainer's rows come from (a CSV file, a datasource query, the demo book),
-read in chunks into a compact frame, and its outcome column as 0/1."""
+"""The scoring trainer's rows: read from a CSV file, a datasource query or the demo book.
+
+They are read in chunks into a compact frame; the outcome column becomes 0/1.
+"""
 
 from __future__ import annotations
 

@@ -87,8 +87,8 @@ def make_loop(app, run, *, workers=2, clock=None, **options) -> claim_loop.Claim
 
 def wait_idle(loop: claim_loop.ClaimLoop, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
-    while loop.busy and time.monotonic() < deadline:
-        loop.wait_for_a_slot(0.1)
+    while (busy := loop.busy) and time.monotonic() < deadline:
+        loop.wait_for_a_slot(busy, 0.1)
     assert loop.busy == 0
 
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from conftest import bearer
+from helpers import set_columns
 
 from maia_trainings import db, queue, trainings
 from maia_trainings.fields import format_timestamp
@@ -474,3 +475,17 @@ def test_cancel_is_one_conditional_update(app, client, auth):
     assert cancel(client, auth, training_id).status_code == 409
     with db.database(app).session() as session:
         assert session.get(Training, training_id).status == "cancelled"
+
+
+def test_reaping_skips_a_running_training_that_no_run_claimed(app, client, auth):
+    training_id = create(client, auth)
+    now = utcnow()
+    set_columns(
+        app, training_id, status="running", lease_owner=None, lease_expires_at=now
+    )  # edited by hand: running, but no run's claim
+    with db.database(app).session() as session:
+        assert (
+            queue.reap_expired(session, policy=RetryPolicy(3, 5), now=now + timedelta(seconds=1))
+            == 0
+        )
+    assert row(app, training_id).status == "running"

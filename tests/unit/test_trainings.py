@@ -648,3 +648,48 @@ def test_delete_of_an_unknown_id_is_not_found(client, auth, training_id):
     assert response.status_code == 404
     assert response.json == NOT_FOUND
     assert count(client, auth) == 1
+
+
+def test_out_of_range_metrics_are_answered_with_the_documented_messages(client, auth):
+    response = client.post("/trainings", json={"accuracy": 2, "mae": -1}, headers=auth)
+
+    assert response.status_code == 400
+    assert response.json["errors"] == {
+        "accuracy": ["Must be greater than or equal to 0 and less than or equal to 1."],
+        "mae": ["Must be greater than or equal to 0."],
+    }
+
+
+def test_a_conflict_names_the_fields_that_cannot_change_any_more(app, client, auth):
+    created = create(client, auth, meta="m")
+    set_columns(app, created["id"], status="running")
+
+    response = client.put(
+        f"/trainings/{created['id']}",
+        json={"scheduled_at": "2030-01-01T00:00:00Z", "binaryPath": "other/model.bin"},
+        headers=auth,
+    )
+
+    assert response.status_code == 409
+    assert response.json["message"] == (
+        "scheduled_at and binaryPath can only change while the training is scheduled or queued"
+    )
+
+
+def test_a_model_file_that_left_the_models_folder_is_not_served(app, client, auth, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "model.bin").write_bytes(b"not for clients")
+    models = tmp_path / "instance" / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (models / "published").symlink_to(outside)  # a link in the folder, changed after publishing
+    created = create(client, auth)
+    set_columns(app, created["id"], binary_path="published/model.bin", binary_sha256="0" * 64)
+
+    response = client.get(f"/trainings/{created['id']}/binary", headers=auth)
+
+    assert response.status_code == 404
+    assert response.json == {
+        "code": 404,
+        "message": "the model file is missing from the models folder",
+    }
