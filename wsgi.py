@@ -4,7 +4,9 @@ Importing it also starts the process's dispatcher (unless SCHEDULER_ENABLED is o
 server that imports it runs trainings too; it stops, re-queueing what runs, when the process exits.
 """
 
-from maia_trainings import create_app, dispatcher
+from maia_trainings import create_app, db, dispatcher, migrations
 
 app = create_app()
+# A database behind this release's schema stops the server here, naming the command to run.
+migrations.ensure_current(db.database(app))
 dispatcher.start(app)

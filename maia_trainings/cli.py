@@ -18,8 +18,8 @@ from flask.cli import AppGroup
 from marshmallow import ValidationError
 from werkzeug.datastructures import MultiDict
 
-from . import auth, claim_loop, db, dispatcher, listing, server, tokens
-from .errors import ServiceError
+from . import auth, claim_loop, db, dispatcher, listing, migrations, server, tokens
+from .errors import SchemaNotCurrent, ServiceError
 from .fields import format_timestamp, represent
 from .listing import Filter
 from .models import Scope, Status, Training
@@ -28,7 +28,9 @@ from .trainings import get_training
 
 trainings = AppGroup("trainings", help="Operate the trainings service.")
 token = AppGroup("token", help="Create, list and revoke API tokens.")
+schema = AppGroup("db", help="The database schema: upgrade, downgrade, current, history.")
 trainings.add_command(token)
+trainings.add_command(schema)
 
 LIST_COLUMNS = ("id", "uuid", "status", "version", "accuracy", "attempts", "created_at")
 
@@ -43,11 +45,50 @@ def _app() -> Flask:
     return app
 
 
+def _current_schema() -> None:
+    """Refuse to go on with a database behind this release's schema (a new one is made)."""
+    try:
+        migrations.ensure_current(db.database())
+    except SchemaNotCurrent as exc:
+        raise click.ClickException(exc.message or str(exc)) from None
+
+
 @trainings.command("init-db")
 def init_db_command() -> None:
-    """Create the database tables (safe to run again)."""
-    db.init_db()
-    click.echo(f"Initialised the database at {db.database().url}.")
+    """Create the database, or upgrade it to this release's schema (safe to run again)."""
+    migrations.upgrade(db.database())
+    click.echo(f"Initialised the database at {db.database().shown_url} ({migrations.head()}).")
+
+
+@schema.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade_command(revision: str) -> None:
+    """Upgrade the schema to REVISION (default: the newest); stop the workers first."""
+    before = migrations.upgrade(db.database(), revision)
+    after = migrations.current(db.database())
+    click.echo(f"Upgraded {db.database().shown_url} from {before or 'nothing'} to {after}.")
+
+
+@schema.command("downgrade")
+@click.argument("revision")
+def db_downgrade_command(revision: str) -> None:
+    """Take the schema back to REVISION ("base" removes every table, and the data with them)."""
+    migrations.downgrade(db.database(), revision)
+    after = migrations.current(db.database())
+    click.echo(f"Downgraded {db.database().shown_url} to {after or 'base'}.")
+
+
+@schema.command("current")
+def db_current_command() -> None:
+    """Print the database's revision and this release's."""
+    at = migrations.current(db.database())
+    click.echo(f"{at or 'none'} (this release: {migrations.head()})")
+
+
+@schema.command("history")
+def db_history_command() -> None:
+    """List the revisions this release ships."""
+    click.echo(migrations.history().rstrip())
 
 
 @trainings.command("backup")
@@ -58,7 +99,7 @@ def backup_command(target: Path) -> None:
         size = db.backup(_app(), target)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"Backed up {db.database().url} to {target} ({size} bytes).")
+    click.echo(f"Backed up {db.database().shown_url} to {target} ({size} bytes).")
 
 
 @token.command("create")
@@ -74,7 +115,7 @@ def backup_command(target: Path) -> None:
 )
 def token_create(name: str, scope: str, if_missing: bool) -> None:
     """Create a token NAME; the token is printed once, as the last line."""
-    db.init_db()
+    _current_schema()
     with db.database().session() as session:
         if if_missing and tokens.find_active_token(session, name) is not None:
             click.echo(
@@ -164,7 +205,7 @@ def serve_command(host: str, port: int, threads: int) -> None:
     then go back to the queue without spending an attempt. A second signal stops them at once.
     """
     app = _app()
-    db.init_db(app)
+    _current_schema()
     started = dispatcher.start(app)
 
     def stop(signum: int, _frame: object) -> None:
@@ -199,7 +240,7 @@ def run_pending_command(workers: int | None, limit: int | None, horizon: float) 
     Exits with 0 when every training it ran succeeded, 1 when any failed or was interrupted.
     """
     app = _app()
-    db.init_db(app)
+    _current_schema()
     shutdown = Shutdown()
     grace = float(app.config["SHUTDOWN_GRACE"])
 

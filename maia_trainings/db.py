@@ -22,8 +22,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .models import Base
-
 EXTENSION = "maia_trainings.db"
 # The oldest SQLite with RETURNING, which claims and group commit use.
 MIN_SQLITE = (3, 35)
@@ -223,15 +221,17 @@ class Database:
         )
         self._group_inserts: dict[str, GroupInsert] = {}
 
+    @property
+    def shown_url(self) -> str:
+        """The URL without its password, for messages and logs."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
     def group_insert(self, table: Table) -> GroupInsert:
         """The group insert of ``table`` (one per table, made on first use)."""
         group = self._group_inserts.get(table.name)
         if group is None:
             group = self._group_inserts.setdefault(table.name, GroupInsert(self, table))
         return group
-
-    def create_all(self) -> None:
-        Base.metadata.create_all(self.engine)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -361,11 +361,6 @@ def backup(app: Flask, target: Path) -> int:
         source.close()
     os.replace(partial, target)
     return target.stat().st_size
-
-
-def init_db(app: Flask | None = None) -> None:
-    """Create the tables that do not exist yet."""
-    database(app).create_all()
 
 
 def init_app(app: Flask) -> None:

@@ -77,5 +77,9 @@ class Unavailable(ServiceError):
     code = 503
 
 
+class SchemaNotCurrent(Unavailable):
+    """The database's schema is not this release's (older, or a newer release's): no start."""
+
+
 class Retry(Unavailable):
     """Raised by a trainer to ask for another attempt (while attempts are left)."""

@@ -21,7 +21,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
-from maia_trainings import create_app, db, tokens
+from maia_trainings import create_app, db, migrations, tokens
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -77,7 +77,7 @@ def build_app(database: Path, instance: Path, **settings: Any) -> Flask:
             **settings,
         }
     )
-    db.init_db(app)
+    migrations.upgrade(db.database(app))
     return app
 
 

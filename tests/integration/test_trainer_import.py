@@ -11,11 +11,11 @@ from conftest import server_env
 
 SCRIPT = """
     import json, sys
-    from maia_trainings import create_app, db, tokens
+    from maia_trainings import create_app, db, migrations, tokens
     from maia_trainings.trainers import load_trainer
 
     app = create_app({"TRAINER": "maia_trainings.trainers.scoring:train"})
-    db.init_db(app)
+    migrations.upgrade(db.database(app))
     with db.database(app).session() as session:
         secret = tokens.create_token(session, "t", "write").secret
     client = app.test_client()
