@@ -67,7 +67,7 @@ def create_training(
     end_snapshot(session)  # no read of this session's may hide the row from its later reads
     try:
         # Grouped with concurrent creates into one commit (its own transaction, see
-        # db.GroupInsert); returns once the row is durable.
+        # group_insert.GroupInsert); returns once the row is durable.
         training_id = database_of(session).group_insert(TRAININGS).insert(row)
     except IntegrityError:
         with reading(session):

@@ -1,0 +1,123 @@
+"""Group commit: concurrent inserts into one table share one statement and one transaction."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from sqlalchemy import Connection, Table
+from sqlalchemy.exc import IntegrityError
+
+
+class _PendingRow:
+    """One caller's row waiting in a group insert, and what became of it."""
+
+    __slots__ = ("done", "error", "finished", "key", "row")
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.row = row
+        self.key: Any = None
+        self.error: BaseException | None = None
+        self.done = False  # its outcome is known (set while the batch is still being written)
+        self.finished = threading.Event()  # its batch is over: the caller may return
+
+
+class GroupInsert:
+    """Inserts into one table from many threads, committed together (group commit).
+
+    Each caller adds its row to a shared list and then takes the writer lock. The first to get
+    it commits every row waiting at that moment in one transaction and records each row's
+    primary key; the callers whose rows went with it find them done when their turn at the lock
+    comes, and return without writing. No caller returns before its own row is committed, so an
+    answer still means a durable row. Under load one commit (and one round of SQLAlchemy's
+    per-transaction work) serves many requests, where it used to serve one; alone, a caller
+    commits its row at once, as before. Without a writer lock (PostgreSQL), callers commit
+    what is waiting concurrently, each batch its own, and wait for the batch holding their row.
+
+    When a batch breaks a constraint (a uuid that is taken), its rows are inserted again one
+    by one, so that only the offending rows fail, each with its own IntegrityError.
+    """
+
+    def __init__(
+        self,
+        table: Table,
+        *,
+        connect: Callable[[], Connection],
+        write_lock: AbstractContextManager[Any],
+        batch_limit: int = 256,
+    ) -> None:
+        self.table = table
+        self._connect = connect
+        self._write_lock = write_lock
+        self.batch_limit = batch_limit
+        self._pending: list[_PendingRow] = []
+        self._pending_lock = threading.Lock()
+        (key_column,) = table.primary_key.columns
+        self._insert_many = table.insert().returning(key_column, sort_by_parameter_order=True)
+        self._insert_one = table.insert()
+
+    def insert(self, row: dict[str, Any]) -> Any:
+        """Insert ``row`` (column names to values); returns its primary key once committed."""
+        pending = _PendingRow(row)
+        with self._pending_lock:
+            self._pending.append(pending)
+        with self._write_lock:
+            if not pending.finished.is_set():
+                with self._pending_lock:
+                    batch = self._pending[: self.batch_limit]
+                    del self._pending[: self.batch_limit]
+                if batch:
+                    self._commit(batch)
+        # Another caller's batch may hold this row (past the batch limit, or a concurrent
+        # batch where there is no writer lock): its commit is what this caller waits for.
+        pending.finished.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.key
+
+    def _commit(self, batch: list[_PendingRow]) -> None:
+        try:
+            try:
+                with self._connection() as connection:
+                    # One statement per set of columns: an executemany takes its columns from
+                    # the first row, and would drop other rows' extra values without a word.
+                    shapes: dict[frozenset[str], list[_PendingRow]] = {}
+                    for pending in batch:
+                        shapes.setdefault(frozenset(pending.row), []).append(pending)
+                    for rows in shapes.values():
+                        keys = connection.execute(
+                            self._insert_many, [pending.row for pending in rows]
+                        ).scalars()
+                        for pending, key in zip(rows, keys, strict=True):
+                            pending.key = key
+                    connection.commit()
+            except IntegrityError:
+                if len(batch) == 1:
+                    raise
+                for pending in batch:
+                    self._commit_alone(pending)
+        except BaseException as exc:  # every caller learns what became of its row
+            for pending in batch:
+                if not pending.done:
+                    pending.error = exc
+        finally:
+            for pending in batch:
+                pending.done = True
+                pending.finished.set()
+
+    def _commit_alone(self, pending: _PendingRow) -> None:
+        try:
+            with self._connection() as connection:
+                result = connection.execute(self._insert_one, pending.row)
+                inserted = result.inserted_primary_key
+                assert inserted is not None
+                pending.key = inserted[0]
+                connection.commit()
+        except IntegrityError as exc:
+            pending.error = exc
+        pending.done = True
+
+    def _connection(self) -> Connection:
+        return self._connect()
