@@ -87,14 +87,14 @@ class ClaimLoop:
     ) -> ClaimLoop:
         """The loop of ``app``, its trainings run by a Runner in children this loop owns (and
         lets go when it stops); ``run`` replaces the Runner (a fake, in tests)."""
-        children = None
+        settings, database, children = RunSettings.from_app(app), db.database(app), None
         if run is None:
             children = Children()
-            run = Runner(app, children, shutdown).run
+            run = Runner(settings, database, children, shutdown).run
         return cls(
-            db.database(app),
+            database,
             workers=workers,
-            settings=RunSettings.from_app(app),
+            settings=settings,
             run=run,
             shutdown=shutdown,
             children=children,

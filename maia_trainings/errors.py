@@ -39,8 +39,7 @@ class InvalidParams(InvalidRequest, ValueError):
     """A trainer's ``validate`` hook refuses its parameters: parameter name -> problems."""
 
     def __init__(self, errors: Mapping[str, list[str]]) -> None:
-        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()), errors)
-        self.errors: dict[str, list[str]] = dict(errors)
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()), dict(errors))
 
 
 class NotFound(ServiceError):

@@ -119,9 +119,11 @@ class _Ended:
 class Runner:
     """Runs claimed trainings, each in a child from ``children``; owned by a dispatcher."""
 
-    def __init__(self, app: Flask, children: Children, shutdown: Shutdown) -> None:
-        self.settings = RunSettings.from_app(app)
-        self.database = db.database(app)
+    def __init__(
+        self, settings: RunSettings, database: db.Database, children: Children, shutdown: Shutdown
+    ) -> None:
+        self.settings = settings
+        self.database = database
         self.children = children
         self.shutdown = shutdown
 

@@ -11,6 +11,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 
+import helpers
 import pytest
 
 from maia_trainings import claim_loop, db, dispatcher, queue
@@ -64,13 +65,12 @@ class FakeRunner:
 
 
 def create(client, auth, **fields) -> int:
-    response = client.post("/trainings", json=fields, headers=auth)
-    assert response.status_code == 200, response.json
-    return int(response.json["id"])
+    """POST a training (asserting 200); its id as the loop sees it."""
+    return int(helpers.create(client, auth, **fields)["id"])
 
 
 def status_of(client, auth, training_id: int) -> str:
-    return client.get(f"/trainings/{training_id}", headers=auth).json["status"]
+    return helpers.fetch(client, auth, training_id)["status"]
 
 
 def make_loop(app, run, *, workers=2, clock=None, **options) -> claim_loop.ClaimLoop:
