@@ -13,7 +13,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,postgres]'
 	touch $@
 
 run: install
@@ -31,13 +31,15 @@ format: install
 	$(BIN)/ruff check --fix .
 
 # Lint, then every test: tests/unit and tests/integration (real servers, child processes, the
-# short soak). What CI runs.
+# short soak), on SQLite and, when MAIA_TEST_POSTGRES_URL names a PostgreSQL server, on
+# PostgreSQL too (each run in a database of its own, dropped at the end). What CI runs.
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# The in-process tests only (tests/unit: no server, no child process), under a minute; no lint.
+# The in-process tests only (tests/unit: no server, no child process) on SQLite, under a
+# minute; no lint.
 test-fast: install
-	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit -k "not postgresql" $(PYTEST_ARGS)
 
 # The chaos soak: load, random SIGKILLs and restarts, then every invariant checked.
 SOAK_SECONDS ?= 120

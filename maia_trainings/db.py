@@ -249,7 +249,10 @@ def backup(app: Flask, target: Path) -> int:
     database_ = database(app)
     if database_.engine.dialect.name != "sqlite":
         raise ValueError(
-            "backup copies SQLite databases; use your database's own tool (pg_dump) for others"
+            f"`trainings backup` copies SQLite databases; {database_.shown_url} is "
+            f"{database_.engine.dialect.name}: back it up with its own tool, for PostgreSQL "
+            "`pg_dump --format=custom --file=maia.dump <database>` (it is consistent while "
+            "the service runs), restored with `pg_restore`"
         )
     partial = target.with_name(f".{target.name}.partial")
     partial.unlink(missing_ok=True)

@@ -1,5 +1,11 @@
-"""Fixtures: an app on a temporary SQLite file, tokens of each scope, the scoring trainer's
-datasets, and a real server; and the rule that tests/unit starts no process."""
+"""Fixtures: an app on a new database (SQLite, and PostgreSQL when MAIA_TEST_POSTGRES_URL is
+set), tokens of each scope, the scoring trainer's datasets, and a real server; and the rule that
+tests/unit starts no process.
+
+Every test that uses ``app`` or a server runs once per database through the ``backend``
+fixture. On PostgreSQL the test run makes its own database (dropped at the end) and each test
+its own schema in it, so tests never see each other's rows. A test marked ``sqlite_only``
+(SQLite's files, its locking) runs on SQLite alone."""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +29,9 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from maia_trainings import create_app, db, migrations, tokens
@@ -62,29 +72,147 @@ def instance_path(tmp_path: Path) -> Path:
     return path
 
 
+# The databases ------------------------------------------------------------------------------
+
+POSTGRES_URL_VARIABLE = "MAIA_TEST_POSTGRES_URL"
+SKIP_POSTGRES = (
+    f"PostgreSQL tests need {POSTGRES_URL_VARIABLE} "
+    "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test); .ci/run sets it"
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only(reason): the test is about SQLite itself; no PostgreSQL run"
+    )
+    config.addinivalue_line(
+        "markers", "postgresql_only(reason): the test is about PostgreSQL itself; no SQLite run"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A ``sqlite_only`` test has no PostgreSQL variant, a ``postgresql_only`` one no SQLite
+    variant: they are not collected for the other database."""
+    kept, dropped = [], []
+    for item in items:
+        backend = getattr(getattr(item, "callspec", None), "params", {}).get("backend")
+        other = {"postgresql": "sqlite_only", "sqlite": "postgresql_only"}.get(backend)
+        (dropped if other and item.get_closest_marker(other) else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+class PostgresRun:
+    """This test run's own PostgreSQL database, and a new schema in it for each use."""
+
+    def __init__(self, server_url: str) -> None:
+        server = make_url(server_url)
+        self.name = f"maia_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        self._admin = create_engine(server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        with self._admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{self.name}"'))
+        self.url: URL = server.set(database=self.name)
+        self._engine = create_engine(self.url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        self._schemas = 0
+
+    def new_schema(self) -> str:
+        """The URL of a new, empty schema (its tables are made by the app's upgrade)."""
+        self._schemas += 1
+        schema = f"t{self._schemas}"
+        with self._engine.connect() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = self.url.update_query_dict({"options": f"-csearch_path={schema}"})
+        return url.render_as_string(hide_password=False)
+
+    def drop(self) -> None:
+        self._engine.dispose()
+        with self._admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self._admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_run() -> Iterator[PostgresRun]:
+    url = os.environ.get(POSTGRES_URL_VARIABLE)
+    if not url:
+        pytest.skip(SKIP_POSTGRES)
+    run = PostgresRun(url)
+    yield run
+    run.drop()
+
+
+class Databases:
+    """New databases of one backend: an SQLite file in a folder, or a PostgreSQL schema."""
+
+    def __init__(self, backend: str, postgres: PostgresRun | None) -> None:
+        self.backend = backend
+        self._postgres = postgres
+
+    def url(self, folder: Path) -> str:
+        if self._postgres is None:
+            return f"sqlite:///{folder / 'trainings.sqlite3'}"
+        return self._postgres.new_schema()
+
+    def settings(self) -> dict[str, str]:
+        """A server's settings for a database of its own (SQLite: its instance's default)."""
+        return {} if self._postgres is None else {"DATABASE_URL": self.url(Path())}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database the test runs on; a test using ``app`` or a server runs on each."""
+    return str(request.param)
+
+
 @pytest.fixture
-def app(instance_path: Path, monkeypatch: pytest.MonkeyPatch) -> Flask:
+def databases(backend: str, request: pytest.FixtureRequest) -> Databases:
+    postgres = request.getfixturevalue("postgres_run") if backend == "postgresql" else None
+    return Databases(backend, postgres)
+
+
+@pytest.fixture
+def app(
+    instance_path: Path, databases: Databases, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Flask]:
     monkeypatch.setenv("MAIA_INSTANCE_PATH", str(instance_path))
-    return build_app(instance_path / "test.sqlite3", instance_path)
+    if databases.backend == "sqlite":
+        made = build_app(instance_path / "test.sqlite3", instance_path)
+    else:
+        made = build_app_at(databases.url(instance_path), instance_path)
+    yield made
+    # PostgreSQL counts connections: a test's pool must not outlive it.
+    db.database(made).engine.dispose()
+
+
+def build_app_at(url: str, instance: Path, **settings: Any) -> Flask:
+    """A testing app on the database at ``url``, brought to the head, with ``settings``."""
+    app = _testing_app(url, instance, **settings)
+    migrations.upgrade(db.database(app))
+    return app
 
 
 def build_app(database: Path, instance: Path, **settings: Any) -> Flask:
     """A testing app on the SQLite file ``database``, its tables made, with ``settings``."""
-    app = create_app(
+    app = _testing_app(f"sqlite:///{database}", instance, **settings)
+    if database.exists():
+        migrations.upgrade(db.database(app))
+    else:
+        _copy_new_database(database)
+    return app
+
+
+def _testing_app(url: str, instance: Path, **settings: Any) -> Flask:
+    return create_app(
         {
             "TESTING": True,
-            "DATABASE_URL": f"sqlite:///{database}",
+            "DATABASE_URL": url,
             "MODELS_DIR": str(instance / "models"),
             # The API's tests need a trainer that takes any meta; the built-in one has its own.
             "TRAINER": SAMPLE_TRAINER,
             **settings,
         }
     )
-    if database.exists():
-        migrations.upgrade(db.database(app))
-    else:
-        _copy_new_database(database)
-    return app
 
 
 @functools.cache
@@ -301,19 +429,26 @@ def stop_server(server: Server, timeout: float = 30) -> int:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    running = start_server(tmp_path / "server-instance", TRAINER=SAMPLE_TRAINER)
+def server(tmp_path: Path, databases: Databases) -> Iterator[Server]:
+    running = start_server(
+        tmp_path / "server-instance", TRAINER=SAMPLE_TRAINER, **databases.settings()
+    )
     yield running
     stop_server(running)
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start servers with settings (``MAIA_<KEY>`` values); each is stopped at the end."""
+def server_factory(tmp_path: Path, databases: Databases) -> Iterator[Callable[..., Server]]:
+    """Start servers with settings (``MAIA_<KEY>`` values); each is stopped at the end.
+
+    Each new instance folder gets a database of its own (on PostgreSQL, a new schema).
+    """
     started: list[Server] = []
 
     def start(instance: Path | None = None, **settings: str) -> Server:
         settings.setdefault("TRAINER", SAMPLE_TRAINER)
+        for key, value in databases.settings().items():
+            settings.setdefault(key, value)
         running = start_server(instance or tmp_path / f"instance-{len(started)}", **settings)
         started.append(running)
         return running

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import bearer, flask_command, server_env, stop_server
+from conftest import Server, bearer, flask_command, server_env, stop_server
+from sqlalchemy import MetaData, create_engine
+from sqlalchemy.pool import NullPool
 from helpers import CHANGE, CSP_DIRECTIVES, guessed_token, is_error_body
 
 
@@ -69,11 +71,27 @@ class Recorder:
         return answer
 
 
-def sqlite_bytes(instance: Path) -> dict[str, bytes]:
-    database = instance / "trainings.sqlite3"
-    assert database.is_file()
-    files = [database, database.with_name(database.name + "-wal")]
-    return {file.name: file.read_bytes() for file in files if file.exists()}
+def stored_bytes(server: Server) -> dict[str, bytes]:
+    """What the server's database holds: SQLite's files (the WAL included), or on PostgreSQL
+    every row of every table, as text."""
+    url = server.settings.get("DATABASE_URL")
+    if url is None:
+        database = server.instance / "trainings.sqlite3"
+        assert database.is_file()
+        files = [database, database.with_name(database.name + "-wal")]
+        return {file.name: file.read_bytes() for file in files if file.exists()}
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        tables = MetaData()
+        tables.reflect(engine)
+        assert "trainings" in tables.tables
+        with engine.connect() as connection:
+            return {
+                name: repr(connection.execute(table.select()).all()).encode()
+                for name, table in tables.tables.items()
+            }
+    finally:
+        engine.dispose()
 
 
 def test_no_secret_reaches_the_log_a_response_the_cli_or_the_database(server_factory):
@@ -147,11 +165,9 @@ def test_no_secret_reaches_the_log_a_response_the_cli_or_the_database(server_fac
         )
         assert result.returncode == 0, result.stderr
         cli_outputs[" ".join(args)] = result.stdout + result.stderr
-    stored = sqlite_bytes(server.instance)  # while serving: the WAL still holds the writes
+    stored = stored_bytes(server)  # while serving: SQLite's WAL still holds the writes
     stop_server(server)
-    stored.update(
-        {f"{name} (stopped)": data for name, data in sqlite_bytes(server.instance).items()}
-    )
+    stored.update({f"{name} (stopped)": data for name, data in stored_bytes(server).items()})
     log = (server.instance / "server.log").read_text(errors="replace")
 
     assert http_.unexpected == []

@@ -9,9 +9,11 @@ import threading
 import time
 import urllib.request
 
+import pytest
 from conftest import flask_command, server_env, start_server, stop_server
 
 
+@pytest.mark.sqlite_only("copies the SQLite file; PostgreSQL has pg_dump")
 def test_a_backup_taken_under_load_restores_every_acknowledged_training(server_factory, tmp_path):
     server = server_factory(POLL_INTERVAL="0.5")
     acknowledged: list[tuple[float, str]] = []  # (when the 200 arrived, id)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import bearer, build_app, make_token
+from conftest import bearer, build_app_at, make_token
 from flask import Flask
 from helpers import CHANGE, CSP_DIRECTIVES, create, fetch, guessed_token, is_error_body, set_columns
 
@@ -275,8 +275,8 @@ class ClockedBackOff(FailedAuthentications):
 def backoff_app(app: Flask, instance_path: Path) -> Flask:
     """An app on the same database whose shut-outs last at most 1 s, after 3 free failures;
     its back-off reads a clock that :func:`wait_out` moves."""
-    backoff = build_app(
-        instance_path / "test.sqlite3",
+    backoff = build_app_at(
+        app.config["DATABASE_URL"],
         instance_path,
         AUTH_FAILURES_ALLOWED=ALLOWED,
         AUTH_BACKOFF_MAX=1,

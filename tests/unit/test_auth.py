@@ -245,6 +245,7 @@ def database_bytes(app) -> bytes:
     return b"".join(file.read_bytes() for file in files if file.exists())
 
 
+@pytest.mark.sqlite_only("reads the SQLite file's bytes, the WAL included")
 def test_token_secrets_are_stored_only_as_sha256_hashes(app, client, runner, write_token):
     read_secret = make_token(app, "reader", "read")
     cli = cli_secret(runner, "deployer")

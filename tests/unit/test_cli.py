@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from helpers import create
 
 
@@ -79,3 +81,15 @@ def test_show_of_unknown_id_fails(runner):
     result = runner.invoke(args=["trainings", "show", "42"])
     assert result.exit_code != 0
     assert "no training with id 42" in result.output
+
+
+@pytest.mark.postgresql_only("SQLite's backup has its own tests")
+def test_backup_of_a_postgresql_database_says_to_use_pg_dump(runner, tmp_path):
+    target = tmp_path / "copy.sqlite3"
+
+    result = runner.invoke(args=["trainings", "backup", str(target)])
+
+    assert result.exit_code == 1
+    assert "pg_dump" in result.output
+    assert "Traceback" not in result.output
+    assert not target.exists()
