@@ -104,10 +104,12 @@ def insert_trainings(path: Path, rows: int, seed: int = 7) -> dict[str, int]:
                 row.update(
                     attempts=1,
                     error="the run stopped answering (its process died or hung)",
-                    not_before=_db_time(now + dt.timedelta(days=1)),
+                    due_at=_db_time(now + dt.timedelta(days=1)),
                 )
             else:
-                row["scheduled_at"] = _db_time(now + dt.timedelta(days=rng.randint(1, 30)))
+                row["scheduled_at"] = row["due_at"] = _db_time(
+                    now + dt.timedelta(days=rng.randint(1, 30))
+                )
             yield tuple(row[c] for c in columns)
 
     connection = sqlite3.connect(path)

@@ -97,8 +97,9 @@ class Training(Base):
     # Who runs it and until when that claim holds unless renewed (see queue.claim_next).
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # A retried training waits in the queue until then (exponential back-off).
-    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When a pending training may run: a scheduled one's time, a retried one's back-off end,
+    # otherwise when it was queued. Claims read due rows in this order (see queue.claim_next).
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # SHA-256 of the creating request's fields: a retried POST with the same uuid is
     # recognised as the same request even after the training was edited.
     request_fingerprint: Mapped[str] = mapped_column(String(64))
@@ -107,6 +108,8 @@ class Training(Base):
         # The queue looks for due work by status and time.
         Index("ix_trainings_status_scheduled_at", "status", "scheduled_at"),
         Index("ix_trainings_status_lease_expires_at", "status", "lease_expires_at"),
+        # Claims: the due queued rows in due order, however many wait out a back-off.
+        Index("ix_trainings_status_due_at", "status", "due_at", "id"),
         # Never hand a deleted training's id to a new one: a client retrying a DELETE whose
         # answer it lost must not delete someone else's training (PostgreSQL never reuses).
         {"sqlite_autoincrement": True},

@@ -47,7 +47,7 @@ def _release(**values: Any) -> dict[str, Any]:
 def promote_due(session: Session, *, now: datetime | None = None) -> int:
     """Queue the scheduled trainings whose time has come; returns how many."""
     now = now or utcnow()
-    due = and_(Training.status == Status.SCHEDULED, Training.scheduled_at <= now)
+    due = and_(Training.status == Status.SCHEDULED, Training.due_at <= now)
     # A read first: most looks find nothing, and need not wait for the write lock to say so.
     with reading(session):
         if session.scalar(select(Training.id).where(due).limit(1)) is None:
@@ -59,13 +59,12 @@ def promote_due(session: Session, *, now: datetime | None = None) -> int:
     return rows_changed(result)
 
 
-# The claim's two statements, built once: building them on every claim cost a millisecond of
+# The claim's statements, built once: building them on every claim cost a millisecond of
 # Python (SQLAlchemy's expression objects) per training, more than running them (2026-11-28).
-_DUE_NOW = and_(
-    Training.status == Status.QUEUED,
-    or_(Training.not_before.is_(None), Training.not_before <= bindparam("now")),
-)
-_DUE_CANDIDATES = select(Training.id).where(_DUE_NOW).order_by(Training.id).limit(8)
+# Due rows are read in due order from ix_trainings_status_due_at: a claim's cost does not
+# grow with the rows still waiting out a back-off.
+_DUE_NOW = and_(Training.status == Status.QUEUED, Training.due_at <= bindparam("now"))
+_FIRST_DUE = select(Training.id).where(_DUE_NOW).order_by(Training.due_at, Training.id).limit(1)
 _CLAIM = (
     update(TRAININGS)
     .where(Training.id == bindparam("claimed_id"), _DUE_NOW)
@@ -78,6 +77,7 @@ _CLAIM = (
         error=None,
         started_at=None,
         finished_at=None,
+        due_at=None,
         updated_at=bindparam("now"),
     )
     # RETURNING: the claimed row comes back with the claim, without another query. On the
@@ -95,35 +95,40 @@ def claim_next(
     among: Iterable[int] | None = None,
     now: datetime | None = None,
 ) -> Training | None:
-    """Claim the oldest due training (of ``among``, if given) for ``owner``: one attempt more.
+    """Claim the first due training (of ``among``, if given) for ``owner``: one attempt more.
 
-    Returns None if none is due.
+    Due order is ``due_at`` (when it was queued, its scheduled time or its back-off end), then
+    id. One short write transaction takes the row ``FOR UPDATE SKIP LOCKED`` and claims it:
+    on PostgreSQL, claimers on other nodes skip the rows being claimed instead of waiting for
+    them; SQLite has one writer at a time and needs no row lock. Returns None if none is due.
     """
     now = now or utcnow()
-    candidates_statement = _DUE_CANDIDATES
+    first_due = _FIRST_DUE
     if among is not None:
-        candidates_statement = candidates_statement.where(Training.id.in_(list(among)))
+        first_due = first_due.where(Training.id.in_(list(among)))
     params = {"now": now}
-    while True:
-        with reading(session):
-            candidates = session.scalars(candidates_statement, params).all()
-        if not candidates:
+    # A read first: most looks find nothing, and need not wait for the write lock to say so.
+    with reading(session):
+        if session.scalar(first_due, params) is None:
             return None
-        for training_id in candidates:
-            with writing(session):
-                claimed = session.execute(
-                    _CLAIM,
-                    {
-                        "now": now,
-                        "claimed_id": training_id,
-                        "claimed_by": owner,
-                        "claimed_until": now + timedelta(seconds=lease_seconds),
-                    },
-                ).one_or_none()
-            if claimed is not None:
-                # As it now is, outside the session (the run reads it in other threads).
-                return Training(**claimed._mapping)
-        # Every candidate was taken by someone else meanwhile: look again.
+    while True:
+        with writing(session):
+            training_id = session.scalar(first_due.with_for_update(skip_locked=True), params)
+            if training_id is None:
+                return None
+            claimed = session.execute(
+                _CLAIM,
+                {
+                    "now": now,
+                    "claimed_id": training_id,
+                    "claimed_by": owner,
+                    "claimed_until": now + timedelta(seconds=lease_seconds),
+                },
+            ).one_or_none()
+        if claimed is not None:
+            # As it now is, outside the session (the run reads it in other threads).
+            return Training(**claimed._mapping)
+        # Cancelled or edited between the look and the claim: look again.
 
 
 # Whether a run still owns its training; built once (see _CLAIM), filled by _owner.
@@ -263,7 +268,7 @@ def requeue(
         **_release(
             status=Status.QUEUED,
             attempts=Training.attempts - 1,
-            not_before=None,
+            due_at=now,
             started_at=None,
             progress=None,
             updated_at=now,
@@ -314,14 +319,18 @@ def cancel_training(session: Session, training_id: int, *, now: datetime | None 
     return training
 
 
-def next_due_at(session: Session) -> datetime | None:
+def next_due_at(session: Session, *, now: datetime | None = None) -> datetime | None:
     """When the next scheduled training or back-off ends, for a precise wake-up."""
+    now = now or utcnow()
     with reading(session):
         scheduled = session.scalar(
-            select(func.min(Training.scheduled_at)).where(Training.status == Status.SCHEDULED)
+            select(func.min(Training.due_at)).where(Training.status == Status.SCHEDULED)
         )
+        # Queued rows already due are work for a free slot, not a reason for a timed look.
         retried = session.scalar(
-            select(func.min(Training.not_before)).where(Training.status == Status.QUEUED)
+            select(func.min(Training.due_at)).where(
+                Training.status == Status.QUEUED, Training.due_at > now
+            )
         )
     moments = [m for m in (scheduled, retried) if m is not None]
     return min(moments) if moments else None
@@ -342,11 +351,11 @@ def earliest_wanted(
     with reading(session):
         if ids:
             rows = session.execute(
-                select(Training.not_before).where(
+                select(Training.due_at).where(
                     Training.id.in_(ids), Training.status == Status.QUEUED
                 )
             ).all()
-            moments += [not_before or now or utcnow() for (not_before,) in rows]
+            moments += [due_at or now or utcnow() for (due_at,) in rows]
         if scheduled_before is not None:
             first = session.scalar(
                 select(func.min(Training.scheduled_at)).where(

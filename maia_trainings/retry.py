@@ -63,6 +63,6 @@ class RetryPolicy:
         return {
             "status": Status.QUEUED,
             "error": error,
-            "not_before": now + self.delay(attempts),
+            "due_at": now + self.delay(attempts),
             "updated_at": now,
         }

@@ -39,6 +39,12 @@ def initial_status(scheduled_at: datetime | None, now: datetime) -> Status:
     return Status.SCHEDULED if scheduled_at is not None and scheduled_at > now else Status.QUEUED
 
 
+def _queue_position(scheduled_at: datetime | None, now: datetime) -> dict[str, Any]:
+    """The status and due time of a training (re)scheduled for ``scheduled_at`` at ``now``."""
+    status = initial_status(scheduled_at, now)
+    return {"status": status, "due_at": scheduled_at if status is Status.SCHEDULED else now}
+
+
 def create_training(
     session: Session,
     fields: Mapping[str, Any],
@@ -55,7 +61,7 @@ def create_training(
     fingerprint = _fingerprint(fields)
     row: dict[str, Any] = {
         "uuid": fields.get("uuid") or str(uuid_module.uuid4()),
-        "status": initial_status(fields.get("scheduled_at"), now),
+        **_queue_position(fields.get("scheduled_at"), now),
         "created_at": now,
         "updated_at": now,
         "created_by": actor,
@@ -107,7 +113,7 @@ def update_training(
     pending_only = [name for name in PENDING_ONLY_COLUMNS if name in changes]
     if pending_only:
         if "scheduled_at" in changes:
-            changes["status"] = initial_status(changes["scheduled_at"], now)
+            changes.update(_queue_position(changes["scheduled_at"], now))
         guard = and_(guard, Training.status.in_(PENDING_STATUSES))
     with writing(session):
         result = session.execute(

@@ -29,10 +29,10 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
-from flask.testing import FlaskClient, FlaskCliRunner
 
 from maia_trainings import create_app, db, migrations, tokens
 

@@ -14,14 +14,13 @@ import json
 import socket
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Server, bearer, flask_command, server_env, stop_server
+from helpers import CHANGE, CSP_DIRECTIVES, guessed_token, is_error_body
 from sqlalchemy import MetaData, create_engine
 from sqlalchemy.pool import NullPool
-from helpers import CHANGE, CSP_DIRECTIVES, guessed_token, is_error_body
 
 
 def secret_forms(secret: str) -> list[str]:

@@ -152,8 +152,8 @@ def test_a_turn_without_housekeeping_leaves_scheduled_trainings_alone(app, clien
 
 
 def test_an_expired_lease_is_recovered_and_run_again_after_its_back_off(app, client, auth, fake):
-    clock = Clock()
     training_id = create(client, auth)
+    clock = Clock()  # after the create: a training is due from when it was queued
     settings = RunSettings.from_app(app)
     with db.database(app).session() as session:  # a run that died holding its claim
         assert queue.claim_next(session, "dead-host:1:x", lease_seconds=30, now=clock.now)

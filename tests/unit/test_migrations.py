@@ -3,42 +3,44 @@ upgrade keeps every row, and a database from before migrations is adopted, never
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from conftest import build_app
-from sqlalchemy import inspect, text
+from flask.testing import FlaskCliRunner
+from sqlalchemy import MetaData, Table, inspect, text
 
 from maia_trainings import create_app, db, migrations
 from maia_trainings.models import Base
 
-TRAINING_ROW = {
-    "uuid": "kept",
-    "status": "succeeded",
-    "created_at": "2026-01-02 03:04:05.678000",
-    "updated_at": "2026-01-02 03:04:05.678000",
-    "attempts": 1,
-    "request_fingerprint": "f" * 64,
-    "accuracy": 0.75,
-    "meta": '{"seed": 7}',
-}
-TOKEN_ROW = {
-    "name": "kept",
-    "token_hash": "h" * 64,
-    "scope": "write",
-    "created_at": "2026-01-02 03:04:05.678000",
+# Rows as the first revision stores them, one per status the queue treats differently.
+CREATED = datetime(2026, 1, 2, 3, 4, 5, 678000)
+TRAINING_ROWS = [
+    {"uuid": "finished", "status": "succeeded", "accuracy": 0.75, "meta": '{"seed": 7}'},
+    {"uuid": "queued", "status": "queued", "not_before": None},
+    {"uuid": "retried", "status": "queued", "not_before": datetime(2026, 1, 3)},
+    {"uuid": "scheduled", "status": "scheduled", "scheduled_at": datetime(2026, 2, 1)},
+]
+TOKEN_ROW = {"name": "kept", "token_hash": "h" * 64, "scope": "write", "created_at": CREATED}
+# What revision 0002 makes of each row's due time (naive UTC, as stored).
+DUE_AT = {
+    "finished": None,
+    "queued": CREATED,
+    "retried": datetime(2026, 1, 3),
+    "scheduled": datetime(2026, 2, 1),
 }
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> db.Database:
-    """An app's database that does not exist yet."""
-    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'm.sqlite3'}"})
-    return db.database(app)
+def database(databases, tmp_path: Path) -> Iterator[db.Database]:
+    """An app's database that does not exist yet (on PostgreSQL, an empty schema)."""
+    app = create_app({"TESTING": True, "DATABASE_URL": databases.url(tmp_path)})
+    yield db.database(app)
+    db.database(app).engine.dispose()
 
 
 def revisions() -> list[str]:
@@ -51,22 +53,40 @@ def tables(database: db.Database) -> set[str]:
     return set(inspect(database.engine).get_table_names())
 
 
-def insert_rows(database: db.Database) -> None:
+def insert(database: db.Database, table: str, row: dict[str, object]) -> None:
+    """Insert ``row`` into ``table`` as its schema is now (read from the database)."""
+    reflected = Table(table, MetaData(), autoload_with=database.engine)
     with database.engine.begin() as connection:
-        for table, row in (("trainings", TRAINING_ROW), ("api_tokens", TOKEN_ROW)):
-            names = ", ".join(row)
-            values = ", ".join(f":{name}" for name in row)
-            connection.execute(text(f"INSERT INTO {table} ({names}) VALUES ({values})"), row)
+        connection.execute(reflected.insert(), row)
 
 
-def stored_rows(database: db.Database) -> dict[str, list[tuple[object, ...]]]:
+def insert_first_release_rows(database: db.Database) -> None:
+    """A row in every table, as the first revision's schema holds them."""
+    for row in TRAINING_ROWS:
+        common = {"created_at": CREATED, "updated_at": CREATED, "attempts": 0}
+        insert(database, "trainings", {**common, "request_fingerprint": "f" * 64, **row})
+    insert(database, "api_tokens", TOKEN_ROW)
+
+
+def stored_rows(database: db.Database) -> dict[str, list[dict[str, object]]]:
+    """Every row of every table, typed as the schema now says."""
+    found = {}
     with database.engine.connect() as connection:
-        return {
-            table: [
-                tuple(row) for row in connection.execute(text(f"SELECT * FROM {table} ORDER BY id"))
-            ]
-            for table in ("trainings", "api_tokens")
-        }
+        for name in ("trainings", "api_tokens"):
+            table = Table(name, MetaData(), autoload_with=connection)
+            rows = connection.execute(table.select().order_by(table.c.id))
+            found[name] = [dict(row._mapping) for row in rows]
+    return found
+
+
+def assert_kept(before: dict[str, list[dict[str, object]]], after: dict[str, list[dict]]) -> None:
+    """Every row is still there, with the same values in every column both schemas have."""
+    for table, rows in before.items():
+        assert len(after[table]) == len(rows), table
+        for old, new in zip(rows, after[table], strict=True):
+            assert {k: v for k, v in old.items() if k in new} == {
+                k: v for k, v in new.items() if k in old
+            }
 
 
 def test_the_revisions_build_exactly_what_the_models_describe(database):
@@ -80,7 +100,7 @@ def test_the_revisions_build_exactly_what_the_models_describe(database):
 def test_a_new_database_is_made_at_the_head_and_upgrading_again_changes_nothing(database):
     assert migrations.upgrade(database) is None
     assert migrations.current(database) == migrations.head()
-    insert_rows(database)
+    insert(database, "api_tokens", TOKEN_ROW)
     before = stored_rows(database)
     assert migrations.upgrade(database) == migrations.head()
     assert stored_rows(database) == before
@@ -101,30 +121,47 @@ def test_every_revision_downgrades_and_upgrades_again(database):
 
 def test_an_upgrade_from_the_first_revision_keeps_every_row(database):
     migrations.upgrade(database, migrations.FIRST_REVISION)
-    insert_rows(database)
+    insert_first_release_rows(database)
     before = stored_rows(database)
     migrations.upgrade(database)
     assert migrations.current(database) == migrations.head()
+    after = stored_rows(database)
+    assert_kept(before, after)
+    assert {row["uuid"]: row["due_at"] for row in after["trainings"]} == DUE_AT
+
+
+def test_a_downgrade_to_the_first_revision_keeps_every_row(database):
+    migrations.upgrade(database, migrations.FIRST_REVISION)
+    insert_first_release_rows(database)
+    before = stored_rows(database)
+    migrations.upgrade(database)
+    migrations.downgrade(database, migrations.FIRST_REVISION)
     assert stored_rows(database) == before
 
 
 def test_a_database_made_before_migrations_is_stamped_and_keeps_its_rows(database):
-    Base.metadata.create_all(database.engine)  # what the first release's init-db made
-    insert_rows(database)
+    migrations.upgrade(database, migrations.FIRST_REVISION)  # the first release's tables...
+    with database.engine.begin() as connection:
+        connection.execute(text("DROP TABLE alembic_version"))  # ...without Alembic's mark
+    insert_first_release_rows(database)
     before = stored_rows(database)
     assert migrations.current(database) is None
 
     assert migrations.upgrade(database) == migrations.FIRST_REVISION
     assert migrations.current(database) == migrations.head()
-    assert stored_rows(database) == before
+    assert_kept(before, stored_rows(database))
 
 
-def test_commands_refuse_a_database_behind_the_head_and_name_the_upgrade(tmp_path):
-    path = tmp_path / "old.sqlite3"
-    app = build_app(path, tmp_path)
-    with sqlite3.connect(path) as connection:
-        connection.execute("DROP TABLE alembic_version")  # as the first release left it
-    runner = app.test_cli_runner()
+def cli(database: db.Database) -> FlaskCliRunner:
+    """The commands of an app on ``database``."""
+    return create_app({"TESTING": True, "DATABASE_URL": database.url}).test_cli_runner()
+
+
+def test_commands_refuse_a_database_behind_the_head_and_name_the_upgrade(database):
+    migrations.upgrade(database, migrations.FIRST_REVISION)
+    with database.engine.begin() as connection:
+        connection.execute(text("DROP TABLE alembic_version"))  # as the first release left it
+    runner = cli(database)
     for command in (["run-pending"], ["token", "create", "late"]):  # serve: in integration
         result = runner.invoke(args=["trainings", *command])
         assert result.exit_code == 1, (command, result.output)
@@ -138,19 +175,17 @@ def test_commands_refuse_a_database_behind_the_head_and_name_the_upgrade(tmp_pat
     assert runner.invoke(args=["trainings", "run-pending"]).exit_code == 0
 
 
-def test_the_history_lists_every_revision(tmp_path):
-    app = build_app(tmp_path / "h.sqlite3", tmp_path)
-    output = app.test_cli_runner().invoke(args=["trainings", "db", "history"]).output
+def test_the_history_lists_every_revision(database):
+    output = cli(database).invoke(args=["trainings", "db", "history"]).output
     for revision in revisions():
         assert revision in output
 
 
-def test_a_database_from_a_newer_release_is_refused_without_advising_an_upgrade(tmp_path):
-    path = tmp_path / "newer.sqlite3"
-    app = build_app(path, tmp_path)
-    with sqlite3.connect(path) as connection:
-        connection.execute("UPDATE alembic_version SET version_num = '9999'")
-    result = app.test_cli_runner().invoke(args=["trainings", "run-pending"])
+def test_a_database_from_a_newer_release_is_refused_without_advising_an_upgrade(database):
+    migrations.upgrade(database)
+    with database.engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    result = cli(database).invoke(args=["trainings", "run-pending"])
     assert result.exit_code == 1
     assert "is at revision 9999, which this release does not know" in result.output
     assert "db upgrade" not in result.output

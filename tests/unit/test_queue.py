@@ -142,12 +142,12 @@ def test_next_due_at_is_the_earliest_of_schedules_and_back_offs(app, client, aut
         assert queue.next_due_at(session) == later
 
     # A training waiting out a back-off that ends sooner is what is due next.
-    training_id, _ = claim_one(app, client, auth, now=now)
+    training_id, claimed_at = claim_one(app, client, auth)
     with db.database(app).session() as session:
         queue.retry_or_fail(
-            session, training_id, 1, "owner-a", "boom", policy=RetryPolicy(3, 60), now=now
+            session, training_id, 1, "owner-a", "boom", policy=RetryPolicy(3, 60), now=claimed_at
         )
-        assert queue.next_due_at(session) == now + timedelta(seconds=60)
+        assert queue.next_due_at(session) == claimed_at + timedelta(seconds=60)
 
 
 # Retries -----------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def test_retry_backs_off_exponentially_then_fails_when_attempts_are_used_up(app,
         wait = timedelta(seconds=base * 2 ** (attempt - 1))  # 10 s, then 20 s
         assert training.status == "queued"
         assert training.attempts == attempt
-        assert training.not_before == now + wait
+        assert training.due_at == now + wait
         assert training.error == f"failure {attempt}"
         assert training.lease_owner is None
         assert training.lease_expires_at is None
@@ -235,7 +235,7 @@ def test_expired_lease_is_requeued_with_its_attempt_counted(app, client, auth):
     assert training.attempts == 1
     assert training.lease_owner is None
     assert training.lease_expires_at is None
-    assert training.not_before == expired + timedelta(seconds=5)
+    assert training.due_at == expired + timedelta(seconds=5)
     assert "stopped answering" in training.error
 
     claimed = claim(app, "owner-b", expired + timedelta(seconds=5))
@@ -385,7 +385,7 @@ def test_requeue_on_shutdown_refunds_the_attempt(app, client, auth):
     assert training.attempts == 1
     assert training.lease_owner is None
     assert training.lease_expires_at is None
-    assert training.not_before is None
+    assert training.due_at == later  # due again at once
     assert training.started_at is None
     assert training.log == "partial log"
     # No back-off: it may run again at once.
