@@ -83,22 +83,32 @@ class TokenCache:
     """Valid tokens seen in the last ``seconds``, by hash: most requests skip the look-up.
 
     Only valid tokens are kept (a guesser's tokens are looked up every time, and slowed by
-    FailedAuthentications). A revocation made in this process empties the cache at once; one
-    made elsewhere (the CLI beside a server) takes effect within ``seconds``.
+    FailedAuthentications). Each request reads the database's revocation count (a count over
+    the few rows of api_tokens, cheaper than the look-up and its bookkeeping); when it moved, the
+    cache is emptied, so a revocation made anywhere (the CLI, another node) is refused at the
+    next request.
     """
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._lock = threading.Lock()
         self._callers: dict[str, tuple[Caller, float]] = {}
+        self._revocations: int | None = None  # the count the cached tokens were checked under
 
-    def get(self, digest: str, now: float) -> Caller | None:
+    def get(self, digest: str, now: float, revocations: int) -> Caller | None:
         with self._lock:
+            if revocations != self._revocations:
+                self._callers.clear()
+                self._revocations = revocations
+                return None
             found = self._callers.get(digest)
         return found[0] if found is not None and found[1] > now else None
 
-    def put(self, digest: str, caller: Caller, now: float) -> None:
+    def put(self, digest: str, caller: Caller, now: float, revocations: int) -> None:
+        """Keep ``caller``, found valid while the revocation count was ``revocations``."""
         with self._lock:
+            if revocations != self._revocations:
+                return  # a revocation came between the look-up and now: look again next time
             if len(self._callers) > 10_000:  # bounded, whatever the callers do
                 self._callers.clear()
             self._callers[digest] = (caller, now + self.seconds)
@@ -124,7 +134,8 @@ def _lookup(secret: str) -> Caller | None:
     cache: TokenCache = current_app.extensions[CACHE_EXTENSION]
     digest = tokens.hash_token(secret)
     now = time.monotonic()
-    caller = cache.get(digest, now)
+    revocations = tokens.revocations(db.database())
+    caller = cache.get(digest, now, revocations)
     if caller is None:
         token = tokens.authenticate(
             db.get_session(), secret, touch_interval=current_app.config["TOKEN_TOUCH_INTERVAL"]
@@ -132,7 +143,7 @@ def _lookup(secret: str) -> Caller | None:
         if token is None:
             return None
         caller = Caller(name=token.name, scope=token.scope)
-        cache.put(digest, caller, now)
+        cache.put(digest, caller, now, revocations)
     return caller
 
 

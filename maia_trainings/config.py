@@ -12,8 +12,9 @@ MODELS_DIR: str | None = None
 DEFAULT_PAGE_SIZE = 100
 # Seconds between writes of a token's last_used_at (each use would cost a write).
 TOKEN_TOUCH_INTERVAL = 60
-# Seconds a valid token is remembered without a database look-up; a revocation made by another
-# process (the CLI beside a server) takes effect within this time.
+# Seconds a valid token is remembered without a database look-up. A revocation made anywhere
+# (the CLI, another node) is refused at the next request whatever this is: each request reads
+# the revocation count.
 TOKEN_CACHE_SECONDS = 5.0
 # Failed authentications an address may make before it is shut out for a while (429).
 AUTH_FAILURES_ALLOWED = 10

@@ -9,12 +9,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from .db import reading, rows_changed, writing
+from .db import Database, reading, rows_changed, writing
 from .errors import Conflict, NotFound
 from .models import ApiToken, utcnow
 
@@ -72,6 +72,17 @@ def revoke_token(session: Session, name: str, *, now: datetime | None = None) ->
         )
     if rows_changed(result) == 0:
         raise NotFound(f"no active token named {name!r}")
+
+
+# Tokens are revoked, never deleted: this count only grows, one step per revocation.
+_REVOCATIONS = select(func.count(ApiToken.revoked_at))
+
+
+def revocations(database: Database) -> int:
+    """How many tokens were ever revoked: a process that caches tokens compares it on each
+    request, and so sees a revocation made anywhere (another process, another node) at once."""
+    count: int = database.read_now(_REVOCATIONS) or 0
+    return count
 
 
 def authenticate(
