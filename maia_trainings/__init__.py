@@ -16,6 +16,7 @@ environment variables ``MAIA_<KEY>``; ``MAIA_INSTANCE_PATH`` chooses the instanc
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,6 +42,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     os.makedirs(app.instance_path, exist_ok=True)
     for folder, default in (("MODELS_DIR", "models"), ("DATASETS_DIR", "datasets")):
         app.config[folder] = app.config[folder] or os.path.join(app.instance_path, default)
+    app.config["NODE_NAME"] = app.config["NODE_NAME"] or socket.gethostname()
 
     db.init_app(app)
     error_handlers.init_app(app)

@@ -70,6 +70,7 @@ class ClaimLoop:
         self.children = children
         self._busy = 0
         self._busy_changed = threading.Condition()
+        self._running: set[int] = set()  # the trainings this loop's workers run now
         # Turns take turns, so that two wake-ups never claim past the free slots.
         self._turn_lock = threading.Lock()
         self._claim_lock = threading.Lock()
@@ -104,6 +105,11 @@ class ClaimLoop:
     @property
     def busy(self) -> int:
         return self._busy
+
+    def running(self) -> list[int]:
+        """The ids of the trainings this loop runs now."""
+        with self._busy_changed:
+            return sorted(self._running)
 
     def turn(self, *, housekeeping: bool = True) -> int:
         """Claim due trainings while a slot is free; returns how many were claimed.
@@ -141,7 +147,7 @@ class ClaimLoop:
                 return None
             training = queue.claim_next(
                 session,
-                new_owner(),
+                new_owner(self.settings.node_name),
                 lease_seconds=self.settings.lease_seconds,
                 among=among,
                 now=self.clock(),
@@ -161,7 +167,13 @@ class ClaimLoop:
         try:
             while training is not None:
                 assert training.lease_owner is not None
-                outcome = self.run(training, training.lease_owner)
+                with self._busy_changed:
+                    self._running.add(training.id)
+                try:
+                    outcome = self.run(training, training.lease_owner)
+                finally:
+                    with self._busy_changed:
+                        self._running.discard(training.id)
                 left = outcome.status or "stopped (cancelled or taken over)"
                 log.info("training %s: %s (%s)", training.id, left, outcome.ending)
                 retried = retried or outcome.status is Status.QUEUED

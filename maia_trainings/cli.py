@@ -18,7 +18,7 @@ from flask.cli import AppGroup
 from marshmallow import ValidationError
 from werkzeug.datastructures import MultiDict
 
-from . import auth, claim_loop, db, dispatcher, listing, migrations, server, tokens
+from . import auth, claim_loop, db, dispatcher, listing, migrations, node, server, tokens
 from .errors import SchemaNotCurrent, ServiceError
 from .fields import format_timestamp, represent
 from .listing import Filter
@@ -51,6 +51,16 @@ def _current_schema() -> None:
         migrations.ensure_current(db.database())
     except SchemaNotCurrent as exc:
         raise click.ClickException(exc.message or str(exc)) from None
+
+
+def _start_node(app: Flask, role: node.Role) -> None:
+    """Refuse to start a node whose database or models folder is not ready, saying why."""
+    try:
+        node.start(app, role)
+    except SchemaNotCurrent as exc:
+        raise click.ClickException(exc.message or str(exc)) from None
+    except node.NodeNotReady as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @trainings.command("init-db")
@@ -205,7 +215,7 @@ def serve_command(host: str, port: int, threads: int) -> None:
     then go back to the queue without spending an attempt. A second signal stops them at once.
     """
     app = _app()
-    _current_schema()
+    _start_node(app, node.Role.BOTH if app.config["SCHEDULER_ENABLED"] else node.Role.API)
     started = dispatcher.start(app)
 
     def stop(signum: int, _frame: object) -> None:
@@ -213,7 +223,10 @@ def serve_command(host: str, port: int, threads: int) -> None:
             started.shutdown_signal.request(0)
         raise SystemExit(128 + signum)  # waitress closes its sockets and returns
 
-    click.echo(f"Serving maia-trainings on http://{host}:{port}")
+    click.echo(
+        f"Serving maia-trainings on http://{host}:{port} "
+        f"(node {node.name(app)}, role {node.role(app)})"
+    )
     try:
         with _on_signals(stop):
             server.serve(app, host=host, port=port, threads=threads)
@@ -221,6 +234,42 @@ def serve_command(host: str, port: int, threads: int) -> None:
         if started is not None:
             click.echo("Stopping: running trainings get SHUTDOWN_GRACE seconds to finish.")
             started.shutdown()
+
+
+@trainings.command("worker")
+@click.option("--workers", type=int, default=None, help="Trainings at once [default: WORKERS].")
+def worker_command(workers: int | None) -> None:
+    """Run trainings without serving HTTP, until SIGTERM or SIGINT: a worker node.
+
+    It claims due trainings from the shared database as a server's dispatcher does (woken at
+    once by new work, on PostgreSQL from any node) and stops as the server does: running
+    trainings get SHUTDOWN_GRACE seconds to finish, then go back to the queue without
+    spending an attempt; a second signal stops them at once.
+    """
+    app = _app()
+    if workers is not None:
+        app.config["WORKERS"] = workers
+    _start_node(app, node.Role.WORKER)
+    started = dispatcher.start(app, worker=True)
+    assert started is not None
+    stopped = threading.Event()
+
+    def stop(_signum: int, _frame: object) -> None:
+        if started.stopping:
+            started.shutdown_signal.request(0)
+        stopped.set()
+
+    click.echo(
+        f"Worker node {node.name(app)} running up to {app.config['WORKERS']} trainings "
+        f"at once from {db.database(app).shown_url}"
+    )
+    try:
+        with _on_signals(stop):
+            while not stopped.wait(1):
+                pass
+    finally:
+        click.echo("Stopping: running trainings get SHUTDOWN_GRACE seconds to finish.")
+        started.shutdown()
 
 
 @trainings.command("run-pending")

@@ -29,7 +29,10 @@ DATASETS_DIR: str | None = None
 DATASOURCES: dict[str, str] = {}
 # Loans in the generated demo portfolio a training uses when it names no dataset.
 DEMO_ROWS = 20_000
-# Run trainings inside the server process; False serves the API only (run-pending does the work).
+# This node's name (lease owners, logs, /healthz); None means the host name.
+NODE_NAME: str | None = None
+# Run trainings inside the server process; False makes an API-only node (worker nodes or
+# run-pending do the work).
 SCHEDULER_ENABLED = True
 # Trainings run at the same time by one server.
 WORKERS = 2

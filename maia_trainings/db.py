@@ -8,11 +8,13 @@ This is the only module that knows which database it talks to.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,16 +26,34 @@ from sqlalchemy import (
     Executable,
     Result,
     Table,
+    bindparam,
     create_engine,
     event,
+    func,
+    select,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from .group_insert import GroupInsert
 
 EXTENSION = "maia_trainings.db"
+# The PostgreSQL channel on which nodes tell each other that the queue changed.
+WORK_CHANNEL = "maia_trainings_work"
+log = logging.getLogger(__name__)
+
+
+class Announcement(StrEnum):
+    """What a change of the queue tells the other nodes (see Database.announce)."""
+
+    WORK = "work"  # a training is due now: a node with a free slot claims it
+    LOOK = "look"  # a due time changed (a schedule, a back-off): recompute the timed looks
+
+
+_NOTIFY = select(func.pg_notify(WORK_CHANNEL, bindparam("announcement")))
+_TRANSACTION_LOCK = select(func.pg_advisory_xact_lock(bindparam("key")))
 # The oldest SQLite with RETURNING, which claims and group commit use.
 MIN_SQLITE = (3, 35)
 # Execution option that marks a session's transaction as a write (see `writing`).
@@ -133,6 +153,7 @@ class Database:
         self._quick_engine: Engine | None = None
         self._quick = threading.local()
         self._quick_lock = threading.Lock()
+        self._kept: list[Connection] = []  # every thread's, for dispose()
 
     def read_now(self, statement: Executable) -> Any:
         """The first value ``statement`` reads, in autocommit on this thread's own connection.
@@ -143,13 +164,14 @@ class Database:
         drained), and made again after an error.
         """
         connection: Connection | None = getattr(self._quick, "connection", None)
-        if connection is None:
+        if connection is None or connection.closed:
             with self._quick_lock:
                 if self._quick_engine is None:
                     self._quick_engine = build_engine(self.url, pool_size=64)
-            connection = self._quick_engine.connect().execution_options(
-                isolation_level="AUTOCOMMIT"
-            )
+                connection = self._quick_engine.connect().execution_options(
+                    isolation_level="AUTOCOMMIT"
+                )
+                self._kept.append(connection)
             self._quick.connection = connection
         try:
             return connection.execute(statement).scalar()
@@ -158,6 +180,17 @@ class Database:
             connection.invalidate()
             connection.close()
             raise
+
+    def dispose(self) -> None:
+        """Close every connection this database holds (pooled and kept), as a process that
+        stops does; with no request in flight. Later use connects again."""
+        with self._quick_lock:
+            for connection in self._kept:
+                connection.close()
+            self._kept.clear()
+            if self._quick_engine is not None:
+                self._quick_engine.dispose()
+        self.engine.dispose()
 
     def _write_connection(self) -> Connection:
         """A connection whose transactions begin as writes (BEGIN IMMEDIATE on SQLite)."""
@@ -174,9 +207,85 @@ class Database:
         if group is None:
             group = self._group_inserts.setdefault(
                 table.name,
-                GroupInsert(table, connect=self._write_connection, write_lock=self.write_lock),
+                GroupInsert(
+                    table,
+                    connect=self._write_connection,
+                    write_lock=self.write_lock,
+                    before_commit=self._announce_all,
+                ),
             )
         return group
+
+    @property
+    def announces(self) -> bool:
+        """Whether changes of the queue reach other processes at once (PostgreSQL's NOTIFY);
+        elsewhere they find them at their next timed look (POLL_INTERVAL)."""
+        return self.engine.dialect.name == "postgresql"
+
+    def announce(
+        self, target: Session | Connection, what: Announcement = Announcement.WORK
+    ) -> None:
+        """Tell every node's listener, when ``target``'s transaction commits, that the queue
+        changed (NOTIFY; nothing on SQLite, where one box polls)."""
+        if self.announces:
+            target.execute(_NOTIFY, {"announcement": str(what)})
+
+    def take_turn(self, session: Session, key: int) -> None:
+        """Within a write transaction: wait until no other transaction holding ``key`` is
+        open, and hold it until this one ends. Work such as handing out the next number is
+        then done by one transaction at a time on every node (PostgreSQL's advisory lock;
+        SQLite's writes already are one at a time)."""
+        if self.engine.dialect.name == "postgresql":
+            session.execute(_TRANSACTION_LOCK, {"key": key})
+
+    def _announce_all(self, connection: Connection, notes: set[Any]) -> None:
+        for what in notes:
+            if isinstance(what, Announcement):
+                self.announce(connection, what)
+
+    def listen(
+        self, on_announcement: Callable[[Announcement], None], stop: threading.Event
+    ) -> threading.Thread | None:
+        """Call ``on_announcement`` for each announcement any node makes, from a thread of its
+        own (LISTEN on a connection of its own, made again after a failure) until ``stop``;
+        None where announcements do not cross processes."""
+        if not self.announces:
+            return None
+        thread = threading.Thread(
+            target=self._listen, args=(on_announcement, stop), name="maia-listen", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _listen(
+        self, on_announcement: Callable[[Announcement], None], stop: threading.Event
+    ) -> None:
+        engine = create_engine(self.url, poolclass=NullPool)
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                raw = engine.raw_connection()
+                try:
+                    connection = raw.driver_connection
+                    connection.autocommit = True  # type: ignore[union-attr]
+                    connection.execute(f"LISTEN {WORK_CHANNEL}")  # type: ignore[union-attr]
+                    # What was announced while nobody listened is found by a full look.
+                    on_announcement(Announcement.LOOK)
+                    delay = 0.5
+                    while not stop.is_set():
+                        for notice in connection.notifies(timeout=1.0):  # type: ignore[union-attr]
+                            on_announcement(Announcement(notice.payload))
+                finally:
+                    raw.close()
+            except Exception as exc:  # the server restarted, the network failed: again, later
+                log.warning(
+                    "listening for other nodes' work failed (%s); again in %.1f s",
+                    type(exc).__name__,
+                    delay,
+                )
+                stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+        engine.dispose()
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -1,8 +1,9 @@
 """The server's dispatcher: the claim loop, turned by a wake-up event and timed wake-ups.
 
-A training that is queued sets the event at once; APScheduler sets the timed wake-ups (every
-``POLL_INTERVAL``, and at the next ``scheduled_at`` or back-off end), computing and keeping only
-the times. One dispatcher per process: :func:`start` is idempotent; nothing starts on import.
+A training that is queued sets the event at once, in this process or (on PostgreSQL, through
+LISTEN/NOTIFY) on any node; APScheduler sets the timed wake-ups (every ``POLL_INTERVAL``, and at
+the next ``scheduled_at`` or back-off end), computing and keeping only the times. One
+dispatcher per process: :func:`start` is idempotent; nothing starts on import.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from werkzeug.serving import is_running_from_reloader
 
 from . import queue
 from .claim_loop import ClaimLoop, Clock, RunFunction
+from .db import Announcement
 from .models import Status, Training, utcnow
 from .runner import Shutdown
 
@@ -65,6 +67,8 @@ class Dispatcher:
 
     def start(self) -> None:
         self._thread.start()
+        # Other nodes' new work wakes this one at once (PostgreSQL's LISTEN; SQLite polls).
+        self.loop.database.listen(self._heard, self.shutdown_signal.requested)
         self.scheduler.start()
         self.scheduler.add_job(
             self.wake,
@@ -90,6 +94,9 @@ class Dispatcher:
             with self._flag_lock:
                 self._housekeeping = True
         self._woken.set()
+
+    def _heard(self, announcement: Announcement) -> None:
+        self.wake(housekeeping=announcement is Announcement.LOOK)
 
     def due_at(self, moment: datetime, *, replace: bool = False) -> None:
         """Look for due work at ``moment`` (unless an earlier look is already set)."""
@@ -156,10 +163,14 @@ _started: Dispatcher | None = None
 _start_lock = threading.Lock()
 
 
-def start(app: Flask) -> Dispatcher | None:
-    """Start this process's dispatcher for ``app`` (once); None where none should run."""
+def start(app: Flask, *, worker: bool = False) -> Dispatcher | None:
+    """Start this process's dispatcher for ``app`` (once); None where none should run.
+
+    A server runs one unless SCHEDULER_ENABLED is off (an API-only node); a ``worker`` node
+    runs one whatever it says.
+    """
     global _started
-    if not app.config["SCHEDULER_ENABLED"]:
+    if not (worker or app.config["SCHEDULER_ENABLED"]):
         return None
     if app.debug and not is_running_from_reloader():
         # The reloader's watching parent serves nothing; its serving child runs the dispatcher.

@@ -14,10 +14,11 @@ from sqlalchemy.exc import IntegrityError
 class _PendingRow:
     """One caller's row waiting in a group insert, and what became of it."""
 
-    __slots__ = ("done", "error", "finished", "key", "row")
+    __slots__ = ("done", "error", "finished", "key", "note", "row")
 
-    def __init__(self, row: dict[str, Any]) -> None:
+    def __init__(self, row: dict[str, Any], note: Any) -> None:
         self.row = row
+        self.note = note
         self.key: Any = None
         self.error: BaseException | None = None
         self.done = False  # its outcome is known (set while the batch is still being written)
@@ -46,10 +47,14 @@ class GroupInsert:
         *,
         connect: Callable[[], Connection],
         write_lock: AbstractContextManager[Any],
+        before_commit: Callable[[Connection, set[Any]], None] | None = None,
         batch_limit: int = 256,
     ) -> None:
         self.table = table
         self._connect = connect
+        # Run in each batch's transaction before it commits, with the notes of the rows it
+        # writes (the database announces new work to other nodes).
+        self._before_commit = before_commit
         self._write_lock = write_lock
         self.batch_limit = batch_limit
         self._pending: list[_PendingRow] = []
@@ -58,21 +63,29 @@ class GroupInsert:
         self._insert_many = table.insert().returning(key_column, sort_by_parameter_order=True)
         self._insert_one = table.insert()
 
-    def insert(self, row: dict[str, Any]) -> Any:
-        """Insert ``row`` (column names to values); returns its primary key once committed."""
-        pending = _PendingRow(row)
+    def insert(self, row: dict[str, Any], *, note: Any = None) -> Any:
+        """Insert ``row`` (column names to values); returns its primary key once committed.
+
+        ``note`` (hashable) goes to ``before_commit`` with the notes of the batch's other rows.
+        """
+        pending = _PendingRow(row, note)
         with self._pending_lock:
             self._pending.append(pending)
-        with self._write_lock:
-            if not pending.finished.is_set():
+        while not pending.finished.is_set():
+            with self._write_lock:
+                if pending.finished.is_set():
+                    break
                 with self._pending_lock:
                     batch = self._pending[: self.batch_limit]
                     del self._pending[: self.batch_limit]
                 if batch:
+                    # The rows that waited longest, which need not include this caller's
+                    # (past the batch limit): the loop goes round until its row is written.
                     self._commit(batch)
-        # Another caller's batch may hold this row (past the batch limit, or a concurrent
-        # batch where there is no writer lock): its commit is what this caller waits for.
-        pending.finished.wait()
+            if not batch:
+                # Its row is in a batch another caller commits concurrently (there is no
+                # writer lock): that commit is what this caller waits for.
+                pending.finished.wait()
         if pending.error is not None:
             raise pending.error
         return pending.key
@@ -92,7 +105,7 @@ class GroupInsert:
                         ).scalars()
                         for pending, key in zip(rows, keys, strict=True):
                             pending.key = key
-                    connection.commit()
+                    self._finish(connection, batch)
             except IntegrityError:
                 if len(batch) == 1:
                     raise
@@ -114,10 +127,15 @@ class GroupInsert:
                 inserted = result.inserted_primary_key
                 assert inserted is not None
                 pending.key = inserted[0]
-                connection.commit()
+                self._finish(connection, [pending])
         except IntegrityError as exc:
             pending.error = exc
         pending.done = True
+
+    def _finish(self, connection: Connection, batch: list[_PendingRow]) -> None:
+        if self._before_commit is not None:
+            self._before_commit(connection, {pending.note for pending in batch})
+        connection.commit()
 
     def _connection(self) -> Connection:
         return self._connect()

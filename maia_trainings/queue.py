@@ -18,7 +18,7 @@ from sqlalchemy import String, and_, bindparam, case, cast, func, or_, select, u
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .db import reading, rows_changed, writing
+from .db import Announcement, database_of, reading, rows_changed, writing
 from .errors import Conflict
 from .fields import METRICS
 from .models import PENDING_STATUSES, TRAININGS, Status, Training, utcnow
@@ -56,6 +56,7 @@ def promote_due(session: Session, *, now: datetime | None = None) -> int:
         result = session.execute(
             update(Training).where(due).values(status=Status.QUEUED, updated_at=now)
         )
+        database_of(session).announce(session, Announcement.WORK)
     return rows_changed(result)
 
 
@@ -140,6 +141,8 @@ _OWNED = and_(
 # A training without a version (none from its client) gets the trainer's, else the next number.
 _UNVERSIONED = or_(Training.version.is_(None), Training.version == "")
 _NEXT_AUTO_VERSION = select(func.coalesce(func.max(Training.auto_version), 0) + 1).scalar_subquery()
+# The key of the turn finishing runs take to hand out automatic versions (see finish).
+AUTO_VERSION_TURN = 0x6D616961_01
 _AUTO_VERSIONED = {
     "auto_version": case((_UNVERSIONED, _NEXT_AUTO_VERSION), else_=Training.auto_version),
     "version": case((_UNVERSIONED, cast(_NEXT_AUTO_VERSION, String)), else_=Training.version),
@@ -150,11 +153,20 @@ def _owner(training_id: int, owner: str) -> dict[str, Any]:
     return {"owned_id": training_id, "owned_by": owner}
 
 
-def _update_owned(session: Session, training_id: int, owner: str, **values: Any) -> bool:
+def _update_owned(
+    session: Session,
+    training_id: int,
+    owner: str,
+    *,
+    announce: Announcement | None = None,
+    **values: Any,
+) -> bool:
     with writing(session):
         result = session.execute(
             update(Training).where(_OWNED).values(**values), _owner(training_id, owner)
         )
+        if announce is not None:
+            database_of(session).announce(session, announce)
     return rows_changed(result) == 1
 
 
@@ -206,6 +218,10 @@ def finish(
     for _attempt in range(3):
         try:
             with writing(session):
+                if versioned is _AUTO_VERSIONED:
+                    # Two nodes finishing at once would both read the same highest number;
+                    # one at a time, the unique constraint is never the one deciding.
+                    database_of(session).take_turn(session, AUTO_VERSION_TURN)
                 # One statement: the version is decided from the row as it is when written.
                 result = session.execute(
                     update(Training).where(_OWNED).values(**values, **versioned),
@@ -213,7 +229,7 @@ def finish(
                 )
             return rows_changed(result) == 1
         except IntegrityError:
-            continue  # another process took that number between our read and write
+            continue  # a number taken by a writer outside the turn (an older release): again
     raise RuntimeError("could not assign an automatic version")
 
 
@@ -252,7 +268,9 @@ def retry_or_fail(
     Returns the status the training was left in, or None when the run no longer owned it.
     """
     outcome = _release(**policy.after_failure(attempts, error, now or utcnow()))
-    changed = _update_owned(session, training_id, owner, **outcome, **values)
+    changed = _update_owned(
+        session, training_id, owner, announce=Announcement.LOOK, **outcome, **values
+    )
     return outcome["status"] if changed else None
 
 
@@ -265,6 +283,7 @@ def requeue(
         session,
         training_id,
         owner,
+        announce=Announcement.WORK,
         **_release(
             status=Status.QUEUED,
             attempts=Training.attempts - 1,
@@ -297,6 +316,7 @@ def reap_expired(session: Session, *, policy: RetryPolicy, now: datetime | None 
                 update(Training).where(_OWNED, Training.lease_expires_at < now).values(**outcome),
                 _owner(training_id, owner),
             )
+            database_of(session).announce(session, Announcement.LOOK)
         recovered += rows_changed(result)
     return recovered
 

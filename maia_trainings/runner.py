@@ -13,11 +13,12 @@ import math
 import multiprocessing.connection
 import os
 import signal
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ class RunSettings:
     max_runtime: float
     log_limit: int
     trainer_settings: Mapping[str, Any]
+    node_name: str = field(default_factory=socket.gethostname)
 
     @classmethod
     def from_app(cls, app: Flask) -> RunSettings:
@@ -71,6 +73,7 @@ class RunSettings:
             max_runtime=float(config["MAX_RUNTIME"]),
             log_limit=int(config["LOG_LIMIT"]),
             trainer_settings=trainer_settings(config),
+            node_name=config["NODE_NAME"],
         )
 
 
@@ -87,9 +90,10 @@ class Shutdown:
         self.requested.set()
 
 
-def new_owner() -> str:
-    """A name for one attempt's claim, unique across processes and hosts."""
-    return f"{os.uname().nodename[:24]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+def new_owner(node_name: str) -> str:
+    """A name for one attempt's claim, unique across processes and nodes: the node's name
+    first, so that an operator reading the database sees which node runs what."""
+    return f"{node_name[:24]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
 def _exit_reason(exitcode: int | None) -> str:

@@ -14,7 +14,7 @@ from sqlalchemy import and_, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .db import database_of, end_snapshot, reading, rows_changed, writing
+from .db import Announcement, database_of, end_snapshot, reading, rows_changed, writing
 from .errors import Conflict, NotFound
 from .fields import EDITABLE_COLUMNS, PENDING_ONLY_COLUMNS, api_name
 from .models import PENDING_STATUSES, TRAININGS, Status, Training, utcnow
@@ -37,6 +37,11 @@ def _fingerprint(fields: Mapping[str, Any]) -> str:
 def initial_status(scheduled_at: datetime | None, now: datetime) -> Status:
     """A training scheduled ahead waits for its time; any other is due at once."""
     return Status.SCHEDULED if scheduled_at is not None and scheduled_at > now else Status.QUEUED
+
+
+def _announcement(status: Status) -> Announcement:
+    """What other nodes are told of a training now in ``status``: work now, or a new time."""
+    return Announcement.WORK if status is Status.QUEUED else Announcement.LOOK
 
 
 def _queue_position(scheduled_at: datetime | None, now: datetime) -> dict[str, Any]:
@@ -74,7 +79,11 @@ def create_training(
     try:
         # Grouped with concurrent creates into one commit (its own transaction, see
         # group_insert.GroupInsert); returns once the row is durable.
-        training_id = database_of(session).group_insert(TRAININGS).insert(row)
+        training_id = (
+            database_of(session)
+            .group_insert(TRAININGS)
+            .insert(row, note=_announcement(row["status"]))
+        )
     except IntegrityError:
         with reading(session):
             existing = session.scalar(select(Training).where(Training.uuid == row["uuid"]))
@@ -119,6 +128,8 @@ def update_training(
         result = session.execute(
             update(Training).where(guard).values(**changes, updated_at=now, updated_by=actor)
         )
+        if "status" in changes:
+            database_of(session).announce(session, _announcement(changes["status"]))
     if rows_changed(result) == 0:
         get_training(session, training_id)  # raises NotFound if it was deleted meanwhile
         names = " and ".join(api_name(name) for name in pending_only)

@@ -182,7 +182,7 @@ def app(
         made = build_app_at(databases.url(instance_path), instance_path)
     yield made
     # PostgreSQL counts connections: a test's pool must not outlive it.
-    db.database(made).engine.dispose()
+    db.database(made).dispose()
 
 
 def build_app_at(url: str, instance: Path, **settings: Any) -> Flask:
@@ -221,7 +221,7 @@ def _new_database() -> sqlite3.Connection:
     folder = Path(tempfile.mkdtemp(prefix="maia-template-"))
     template = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{folder / 't.sqlite3'}"})
     migrations.upgrade(db.database(template))
-    db.database(template).engine.dispose()
+    db.database(template).dispose()
     return sqlite3.connect(folder / "t.sqlite3", check_same_thread=False)
 
 
@@ -426,6 +426,70 @@ def stop_server(server: Server, timeout: float = 30) -> int:
             server.process.kill()
             server.process.wait()
     return server.process.returncode
+
+
+@dataclass
+class Worker:
+    """A worker node: `trainings worker` in a subprocess, on a server's database."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    log_start: int
+
+    def log(self) -> str:
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_start)
+            return log.read().decode(errors="replace")
+
+
+def start_worker(instance: Path, *args: str, **settings: str) -> Worker:
+    """Run `trainings worker` on ``instance`` (and its settings) until it says it runs."""
+    instance.mkdir(parents=True, exist_ok=True)
+    log_path = instance / "worker.log"
+    with log_path.open("ab") as log:
+        log_start = log.tell()
+        process = subprocess.Popen(
+            flask_command("trainings", "worker", *args),
+            env=server_env(instance, **settings),
+            cwd=instance,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    worker = Worker(process, log_path, log_start)
+    deadline = time.monotonic() + START_TIMEOUT
+    while "Worker node" not in worker.log():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise start_failure(process, log_path, log_start)
+        time.sleep(0.05)
+    return worker
+
+
+def stop_worker(worker: Worker, timeout: float = 30) -> int:
+    """SIGTERM the worker (a graceful stop) and wait for it; returns its exit status."""
+    if worker.process.poll() is None:
+        worker.process.terminate()
+        try:
+            worker.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+    return worker.process.returncode
+
+
+@pytest.fixture
+def worker_factory() -> Iterator[Callable[..., Worker]]:
+    """Start worker nodes on a server's database (``server``, then options); each is stopped
+    at the end."""
+    started: list[Worker] = []
+
+    def start(server: Server, *args: str, **settings: str) -> Worker:
+        worker = start_worker(server.instance, *args, **{**server.settings, **settings})
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        stop_worker(worker)
 
 
 @pytest.fixture

@@ -103,7 +103,7 @@ def test_a_full_disk_refuses_writes_keeps_reads_and_recovers(small_disk, instanc
     again = create(client, auth, uuid="after-the-space-returned")
     assert count(client, auth) == len(acknowledged) + 2
     assert again["status"] == "queued"
-    db.database(app).engine.dispose()
+    db.database(app).dispose()
     assert _integrity(database) == "ok"
 
 
@@ -115,7 +115,7 @@ def test_a_read_only_database_serves_reads_refuses_writes_and_recovers(small_dis
     auth = {"Authorization": f"Bearer {make_token(app, 'writer')}"}
     kept = [create(client, auth, uuid=f"kept-{n}", version=str(n)) for n in range(3)]
     # The service is (re)started on storage that has become read-only.
-    db.database(app).engine.dispose()
+    db.database(app).dispose()
     _mount(disk, "-o", "remount,ro")
 
     assert client.get("/trainings", headers=auth).json == kept
@@ -127,7 +127,7 @@ def test_a_read_only_database_serves_reads_refuses_writes_and_recovers(small_dis
     _mount(disk, "-o", "remount,rw")
     create(client, auth, uuid="after-remount")
     assert count(client, auth) == 4
-    db.database(app).engine.dispose()
+    db.database(app).dispose()
     assert _integrity(database) == "ok"
 
 

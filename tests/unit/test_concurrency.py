@@ -43,3 +43,30 @@ def test_concurrent_creates_without_a_writer_lock_each_get_their_own_row(app, au
     client = app.test_client()
     for uuid, _, body in answers:
         assert client.get(f"/trainings/{body['id']}", headers=auth).json["uuid"] == uuid
+
+
+def test_more_concurrent_creates_than_a_batch_holds_are_all_written(app, auth):
+    # A caller whose row did not fit in the batch it committed goes round again: none is
+    # left waiting for a commit nobody will make (a hang, before 2026-12-02).
+    from maia_trainings import db
+    from maia_trainings.models import TRAININGS
+
+    db.database(app).group_insert(TRAININGS).batch_limit = 2
+    start = threading.Barrier(16)
+    answers: list[int] = []
+
+    def one_client(number: int) -> None:
+        client = app.test_client()
+        start.wait()
+        for i in range(5):
+            response = client.post("/trainings", json={"uuid": f"b{number}-{i}"}, headers=auth)
+            answers.append(response.status_code)
+
+    threads = [threading.Thread(target=one_client, args=(n,), daemon=True) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a create never returned"
+    assert answers == [200] * 80
+    assert app.test_client().get("/trainings/count", headers=auth).json == 80

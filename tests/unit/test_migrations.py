@@ -40,7 +40,7 @@ def database(databases, tmp_path: Path) -> Iterator[db.Database]:
     """An app's database that does not exist yet (on PostgreSQL, an empty schema)."""
     app = create_app({"TESTING": True, "DATABASE_URL": databases.url(tmp_path)})
     yield db.database(app)
-    db.database(app).engine.dispose()
+    db.database(app).dispose()
 
 
 def revisions() -> list[str]:

@@ -92,6 +92,39 @@ def test_claiming_is_atomic_across_racing_threads(app, client, auth, engines):
                 assert training.lease_expires_at is not None
 
 
+def test_runs_finishing_at_once_on_separate_engines_get_distinct_automatic_versions(
+    app, client, auth
+):
+    # Each thread has an engine of its own, as a node on another machine has.
+    claimed = [claim_one(app, client, auth, owner=f"node-{n}")[0] for n in range(24)]
+    problems: list[BaseException] = []
+    barrier = threading.Barrier(len(claimed))
+
+    def finish(training_id: int, owner: str) -> None:
+        database = db.Database(app.config["DATABASE_URL"])
+        try:
+            with database.session() as session:
+                barrier.wait(timeout=30)
+                assert queue.finish(session, training_id, owner, results={})
+        except BaseException as exc:  # reported by the main thread
+            problems.append(exc)
+        finally:
+            database.dispose()
+
+    threads = [
+        threading.Thread(target=finish, args=(training_id, f"node-{n}"))
+        for n, training_id in enumerate(claimed)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert problems == []
+    versions = sorted(int(row(app, training_id).version) for training_id in claimed)
+    assert versions == list(range(1, len(claimed) + 1))
+
+
 def test_claim_takes_the_oldest_first_and_sets_the_lease(app, client, auth):
     first = create(client, auth)
     create(client, auth)
