@@ -34,8 +34,10 @@ class GroupInsert:
     comes, and return without writing. No caller returns before its own row is committed, so an
     answer still means a durable row. Under load one commit (and one round of SQLAlchemy's
     per-transaction work) serves many requests, where it used to serve one; alone, a caller
-    commits its row at once, as before. Without a writer lock (PostgreSQL), callers commit
-    what is waiting concurrently, each batch its own, and wait for the batch holding their row.
+    commits its row at once, as before. Without a writer lock, callers commit what is waiting
+    concurrently, each batch its own, and wait for the batch holding their row. With
+    ``grouped=False`` (PostgreSQL, where grouping was measured not to help) each caller
+    commits its own row at once.
 
     When a batch breaks a constraint (a uuid that is taken), its rows are inserted again one
     by one, so that only the offending rows fail, each with its own IntegrityError.
@@ -49,12 +51,16 @@ class GroupInsert:
         write_lock: AbstractContextManager[Any],
         before_commit: Callable[[Connection, set[Any]], None] | None = None,
         batch_limit: int = 256,
+        grouped: bool = True,
     ) -> None:
         self.table = table
         self._connect = connect
         # Run in each batch's transaction before it commits, with the notes of the rows it
         # writes (the database announces new work to other nodes).
         self._before_commit = before_commit
+        # False: each caller commits its own row at once (where grouping was measured not to
+        # help: PostgreSQL, see Database.group_insert).
+        self.grouped = grouped
         self._write_lock = write_lock
         self.batch_limit = batch_limit
         self._pending: list[_PendingRow] = []
@@ -69,8 +75,11 @@ class GroupInsert:
         ``note`` (hashable) goes to ``before_commit`` with the notes of the batch's other rows.
         """
         pending = _PendingRow(row, note)
-        with self._pending_lock:
-            self._pending.append(pending)
+        if not self.grouped:
+            self._commit([pending])
+        else:
+            with self._pending_lock:
+                self._pending.append(pending)
         while not pending.finished.is_set():
             with self._write_lock:
                 if pending.finished.is_set():
