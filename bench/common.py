@@ -401,3 +401,21 @@ def start_service(
     )
     ensure_up(port, process, log_path)
     return Service(name, instance, port, token, process, Client(port, token))
+
+
+def start_worker(
+    processes: Processes, instance: Path, env: dict[str, str], *, timeout: float = 60
+) -> subprocess.Popen[bytes]:
+    """``trainings worker`` (a worker node) on ``instance``'s settings, logging to
+    ``worker.log`` there, waited for until it says it runs (a BenchError if it does not)."""
+    log_path = instance / "worker.log"
+    process = processes.start(
+        flask_command("trainings", "worker"), env=env, log_path=log_path, cwd=instance
+    )
+    deadline = time.monotonic() + timeout
+    while "Worker node" not in log_path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise BenchError(f"the worker node did not start:\n{tail}")
+        time.sleep(0.1)
+    return process

@@ -1,4 +1,4 @@
-"""The measurements of ``make bench``: the suite's modes, servers and load, and its four parts."""
+"""The measurements of ``make bench``: the suite's modes, servers and load, and its five parts."""
 
 from __future__ import annotations
 
@@ -31,14 +31,17 @@ from common import (
     percentile,
     process_cpu_seconds,
     start_service,
+    start_worker,
 )
+from postgres import PostgresDatabases
 from rows import insert_trainings
+from sqlalchemy.exc import SQLAlchemyError
 
 REPS = 3
 THREADS = 8
 FINAL = ("succeeded", "failed", "cancelled")
 PEAK_MEMORY = re.compile(r"peak memory ([0-9.]+) MB")
-SECTIONS = ("create", "dispatch", "reads", "training")
+SECTIONS = ("create", "dispatch", "reads", "training", "nodes")
 
 
 @dataclass(frozen=True)
@@ -52,10 +55,13 @@ class Mode:
     read_requests: int  # per endpoint and repetition
     read_seconds: float  # a cap per endpoint and repetition
     train_rows: int
+    node_samples: int  # trainings created one at a time per setup and repetition (nodes)
+    claims: int  # timed claims per database and repetition
+    backlog: int  # queued trainings not yet due beside the claims
 
 
-QUICK = Mode("quick", 5, 50, 10, 200, 200_000, 200, 8, 200_000)
-FULL = Mode("full", 15, 200, 60, 500, 1_000_000, 1000, 30, 1_000_000)
+QUICK = Mode("quick", 5, 50, 10, 200, 200_000, 200, 8, 200_000, 40, 200, 100_000)
+FULL = Mode("full", 15, 200, 60, 500, 1_000_000, 1000, 30, 1_000_000, 200, 1000, 100_000)
 
 
 def parse_time(text: str | None) -> float | None:
@@ -63,6 +69,32 @@ def parse_time(text: str | None) -> float | None:
     if not text:
         return None
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def create_body() -> str:
+    """The documented create body for loadgen: a fresh uuid each, and ``scheduled_at`` an hour
+    ahead, so nothing runs while the creates are measured."""
+    later = iso(dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    return (
+        '{"uuid":"{uuid}","accuracy":0,"precission":0,"mae":0,"rmse":0,'
+        '"binaryPath":"string","version":"string","meta":"string",'
+        f'"scheduled_at":"{later}"' + "}"
+    )
+
+
+@dataclass(frozen=True)
+class CreateTarget:
+    """A server the creates go to; a ``service``'s stored rows are counted against its 2xx."""
+
+    url: str
+    headers: dict[str, str]
+    pid: int
+    service: Service | None = None
+
+    @classmethod
+    def of(cls, service: Service) -> CreateTarget:
+        headers = {"Authorization": f"Bearer {service.token}", "Content-Type": "application/json"}
+        return cls(service.url, headers, service.process.pid, service)
 
 
 class Suite:
@@ -75,6 +107,17 @@ class Suite:
         self.processes = Processes()
         self.results: dict[str, Any] = {}
         self.notes: list[str] = []
+        # The PostgreSQL databases of the nodes part, dropped by close() even after a failure.
+        self.postgres: PostgresDatabases | None = None
+
+    def close(self) -> None:
+        """Stop every process, then drop the PostgreSQL databases made (their servers gone)."""
+        self.processes.stop_all()
+        if self.postgres is not None:
+            try:
+                self.postgres.drop_all()
+            except SQLAlchemyError as exc:  # reported, not raised over the run's own error
+                log(f"could not drop the bench's PostgreSQL databases {self.postgres.made}: {exc}")
 
     # Environment and commands ----------------------------------------------------------------
 
@@ -134,6 +177,54 @@ class Suite:
 
     # 1. Creates ------------------------------------------------------------------------------
 
+    def create_runs(
+        self, targets: dict[str, CreateTarget], connections: int
+    ) -> dict[str, list[dict[str, Any]]]:
+        """``POST /trainings`` with the documented body at ``connections`` connections against
+        each target, REPS times in alternating order after a warm-up; each run's loadgen
+        figures with the server's CPU seconds and, for a service, the rows it stored."""
+        body = create_body()
+        for target in targets.values():  # warm-up, not counted
+            self.loadgen(
+                target.url,
+                method="POST",
+                path="/trainings",
+                headers=target.headers,
+                body=body,
+                connections=connections,
+                duration=1,
+            )
+        time.sleep(1)
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+        for rep in range(REPS):
+            order = list(targets) if rep % 2 == 0 else list(reversed(targets))
+            for name in order:
+                target = targets[name]
+                before = target.service.count() if target.service else 0
+                cpu_before = process_cpu_seconds(target.pid)
+                result = self.loadgen(
+                    target.url,
+                    method="POST",
+                    path="/trainings",
+                    headers=target.headers,
+                    body=body,
+                    connections=connections,
+                    duration=self.mode.create_seconds,
+                )
+                result["cpu_s"] = process_cpu_seconds(target.pid) - cpu_before
+                if target.service:
+                    # Requests wrk dropped at its deadline may still commit: wait for the
+                    # count to settle.
+                    result["stored"] = target.service.settled_count() - before
+                runs[name].append(result)
+                log(
+                    f"  {connections} conn {name} rep {rep + 1}: {result['rps']:.0f} req/s, "
+                    f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
+                    f"status {result['status']}, errors {result['errors']}"
+                )
+                time.sleep(0.5)
+        return runs
+
     def bench_create(self) -> None:
         mode = self.mode
         log(f"creates: service and baseline, {mode.create_seconds:g} s per run, {REPS} reps")
@@ -152,60 +243,14 @@ class Suite:
             env=self.env(),
             log_path=baseline_log,
         )
-        baseline_url = f"http://127.0.0.1:{port}"
         ensure_up(port, baseline, baseline_log)
-        later = iso(dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
-        body = (
-            '{"uuid":"{uuid}","accuracy":0,"precission":0,"mae":0,"rmse":0,'
-            '"binaryPath":"string","version":"string","meta":"string",'
-            f'"scheduled_at":"{later}"' + "}"
-        )
-        headers = {"Authorization": f"Bearer {service.token}", "Content-Type": "application/json"}
         targets = {
-            "service": (service.url, headers, service.process.pid),
-            "baseline": (baseline_url, {"Content-Type": "application/json"}, baseline.pid),
+            "service": CreateTarget.of(service),
+            "baseline": CreateTarget(
+                f"http://127.0.0.1:{port}", {"Content-Type": "application/json"}, baseline.pid
+            ),
         }
-        runs: dict[int, dict[str, list[dict[str, Any]]]] = {}
-        for connections in (16, 64):
-            runs[connections] = {"service": [], "baseline": []}
-            for url, hdrs, _pid in targets.values():  # warm-up, not counted
-                self.loadgen(
-                    url,
-                    method="POST",
-                    path="/trainings",
-                    headers=hdrs,
-                    body=body,
-                    connections=connections,
-                    duration=1,
-                )
-            time.sleep(1)
-            for rep in range(REPS):
-                order = ["service", "baseline"] if rep % 2 == 0 else ["baseline", "service"]
-                for name in order:
-                    url, hdrs, pid = targets[name]
-                    before = service.count() if name == "service" else 0
-                    cpu_before = process_cpu_seconds(pid)
-                    result = self.loadgen(
-                        url,
-                        method="POST",
-                        path="/trainings",
-                        headers=hdrs,
-                        body=body,
-                        connections=connections,
-                        duration=mode.create_seconds,
-                    )
-                    result["cpu_s"] = process_cpu_seconds(pid) - cpu_before
-                    if name == "service":
-                        # Requests wrk dropped at its deadline may still commit: wait for the
-                        # count to settle.
-                        result["stored"] = service.settled_count() - before
-                    runs[connections][name].append(result)
-                    log(
-                        f"  {connections} conn {name} rep {rep + 1}: {result['rps']:.0f} req/s, "
-                        f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
-                        f"status {result['status']}, errors {result['errors']}"
-                    )
-                    time.sleep(0.5)
+        runs = {connections: self.create_runs(targets, connections) for connections in (16, 64)}
         server_log = (service.instance / "server.log").read_text(errors="replace")
         self.results["create"] = {
             "runs": runs,
@@ -222,34 +267,16 @@ class Suite:
         log(f"dispatch: no-op trainer, {mode.dispatch_samples} one at a time x {REPS}")
         service = self.start_service("dispatch", TRAINER="noop_trainer:train", WORKERS="2")
         client = service.client
-        out: dict[str, Any] = {}
-
-        def one_training() -> dict[str, Any]:
-            created = client.json("POST", "/trainings", {"uuid": str(uuid.uuid4())})
-            finished = wait_final(client, created["id"], timeout=60, interval=0.01)
-            if finished["status"] != "succeeded":
-                raise BenchError(f"no-op training {finished['id']}: {finished['status']}")
-            return finished
-
-        def latency_ms(training: dict[str, Any]) -> float:
-            return (parse_time(training["started_at"]) - parse_time(training["created_at"])) * 1e3
-
-        cold = one_training()  # the first run starts the fork server
-        out["cold_ms"] = latency_ms(cold)
-        for _ in range(3):
-            one_training()
-        p50s, p99s, e2e50 = [], [], []
+        out: dict[str, Any] = {"cold_ms": warm_up(client)}
+        figures: dict[str, list[float]] = {"p50": [], "p99": [], "e2e_p50": []}
         for rep in range(REPS):
-            samples = [one_training() for _ in range(mode.dispatch_samples)]
-            latencies = [latency_ms(t) for t in samples]
-            whole = [
-                (parse_time(t["finished_at"]) - parse_time(t["created_at"])) * 1e3 for t in samples
-            ]
-            p50s.append(percentile(latencies, 0.5))
-            p99s.append(percentile(latencies, 0.99))
-            e2e50.append(percentile(whole, 0.5))
-            log(f"  service rep {rep + 1}: p50 {p50s[-1]:.1f} ms, p99 {p99s[-1]:.1f} ms")
-        out["service"] = {"p50": p50s, "p99": p99s, "e2e_p50": e2e50}
+            for name, value in one_at_a_time(client, mode.dispatch_samples).items():
+                figures[name].append(value)
+            log(
+                f"  service rep {rep + 1}: p50 {figures['p50'][-1]:.1f} ms, "
+                f"p99 {figures['p99'][-1]:.1f} ms"
+            )
+        out["service"] = figures
 
         huey = (
             huey_bench.HueyBench(self.workdir, self.processes, self.env())
@@ -272,7 +299,7 @@ class Suite:
         idle_service, idle_huey = [], []
         for _ in range(REPS):
             time.sleep(mode.idle_seconds)
-            idle_service.append(latency_ms(one_training()))
+            idle_service.append(start_latency_ms(noop_training(client)))
             if huey is not None:
                 idle_huey.append(huey.one() * 1e3)
         out["idle"] = {"service": idle_service, "huey": idle_huey}
@@ -429,6 +456,177 @@ class Suite:
         info["plain"] = plain_runs
         self.results["training"] = info
         self.stop_service(service)
+
+    # 5. Nodes: SQLite and PostgreSQL ---------------------------------------------------------
+
+    def bench_nodes(self) -> None:
+        mode = self.mode
+        postgres = PostgresDatabases()
+        try:
+            version = postgres.version()
+        except SQLAlchemyError as exc:
+            reason = f"PostgreSQL at {postgres.server.render_as_string()} cannot be reached"
+            log(f"nodes: {reason} ({type(exc).__name__}); the part is skipped")
+            self.notes.append(
+                f"Nodes: {reason}: set BENCH_POSTGRES_URL to a server the bench may make "
+                "databases on."
+            )
+            self.results["nodes"] = {"skipped": reason}
+            return
+        self.postgres = postgres
+        log(f"nodes: SQLite and PostgreSQL {version} side by side, {REPS} reps")
+        out: dict[str, Any] = {"postgres": version, "server": postgres.server.render_as_string()}
+        out["create"] = self.nodes_create(postgres)
+        out["dispatch"] = self.nodes_dispatch(postgres)
+        log(f"  claims: {mode.claims} per database and rep, 0 and {mode.backlog:,} waiting")
+        out["claims"] = {
+            "sqlite": self.nodes_claims("sqlite", None),
+            "postgresql": self.nodes_claims("postgresql", postgres),
+        }
+        self.results["nodes"] = out
+        postgres.drop_all()
+
+    def nodes_create(self, postgres: PostgresDatabases) -> dict[str, Any]:
+        """Creates at 16 connections on one server per database, in alternation."""
+        log(f"  creates at 16 conn: SQLite and PostgreSQL, {self.mode.create_seconds:g} s per run")
+        services = {
+            "sqlite": self.start_service("nodes-create-sqlite"),
+            "postgresql": self.start_service(
+                "nodes-create-postgresql", DATABASE_URL=postgres.create("create")
+            ),
+        }
+        targets = {name: CreateTarget.of(service) for name, service in services.items()}
+        out: dict[str, Any] = {"runs": self.create_runs(targets, 16), "tracebacks": 0}
+        for service in services.values():
+            out["tracebacks"] += (
+                (service.instance / "server.log").read_text(errors="replace").count("Traceback")
+            )
+            self.stop_service(service)
+        return out
+
+    def nodes_dispatch(self, postgres: PostgresDatabases) -> dict[str, Any]:
+        """The no-op trainer's start latency on PostgreSQL: from an API node to a worker node
+        that polls only every minute (a fast start is NOTIFY's doing), and on one node that
+        serves and runs; trainings created one at a time, setups in alternation."""
+        samples = self.mode.node_samples
+        log(f"  dispatch on PostgreSQL: API node → worker node, and one node; {samples} x {REPS}")
+        url = postgres.create("dispatch_nodes")
+        api = self.start_service("nodes-api", DATABASE_URL=url, SCHEDULER_ENABLED="false")
+        worker_env = self.env(
+            api.instance,
+            DATABASE_URL=url,
+            TRAINER="noop_trainer:train",
+            WORKERS="2",
+            POLL_INTERVAL="60",
+        )
+        worker = start_worker(self.processes, api.instance, worker_env)
+        single = self.start_service(
+            "nodes-single",
+            DATABASE_URL=postgres.create("dispatch_single"),
+            TRAINER="noop_trainer:train",
+            WORKERS="2",
+        )
+        # A start only the worker's poll would explain takes up to a minute: past the warm-up
+        # (the first run starts the worker's fork server), a NOTIFY that does not arrive fails
+        # the part within seconds instead.
+        setups = {"nodes": (api.client, 10.0), "single": (single.client, 60.0)}
+        out: dict[str, Any] = {}
+        for name, (client, _timeout) in setups.items():
+            out[name] = {"cold_ms": warm_up(client), "p50": [], "p99": [], "e2e_p50": []}
+        for rep in range(REPS):
+            order = list(setups) if rep % 2 == 0 else list(reversed(setups))
+            for name in order:
+                client, timeout = setups[name]
+                for figure, value in one_at_a_time(client, samples, timeout).items():
+                    out[name][figure].append(value)
+                log(
+                    f"  {name} rep {rep + 1}: p50 {out[name]['p50'][-1]:.1f} ms, "
+                    f"p99 {out[name]['p99'][-1]:.1f} ms"
+                )
+        logs = [
+            api.instance / "server.log",
+            api.instance / "worker.log",
+            single.instance / "server.log",
+        ]
+        out["tracebacks"] = sum(
+            path.read_text(errors="replace").count("Traceback") for path in logs
+        )
+        self.stop_service(single)
+        self.processes.stop(worker)
+        self.stop_service(api)
+        return out
+
+    def nodes_claims(self, backend: str, postgres: PostgresDatabases | None) -> dict[str, Any]:
+        """``bench/claims.py`` on two databases at the head schema, one with a backlog."""
+        mode = self.mode
+        instance = self.workdir / f"nodes-claims-{backend}"
+        instance.mkdir()
+        urls = [
+            postgres.create(f"claims_{name}")
+            if postgres is not None
+            else f"sqlite:///{instance / f'{name}.sqlite3'}"
+            for name in ("empty", "backlog")
+        ]
+        for url in urls:
+            flask(self.env(instance, DATABASE_URL=url), "trainings", "init-db")
+        command = [PYTHON, str(BENCH / "claims.py"), *urls]
+        command += ["--backlog", str(mode.backlog), "--claims", str(mode.claims)]
+        command += ["--reps", str(REPS)]
+        completed = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+            env=self.env(instance),
+            cwd=instance,
+        )
+        if completed.returncode != 0:
+            raise BenchError(f"claims.py on {backend} failed: {completed.stderr[-2000:]}")
+        out: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+        log(f"  {backend}: filled in {out['fill_s']:.1f} s")
+        for name in ("empty", "backlog"):
+            log(
+                f"  {backend}, {out[name]['waiting']:,} waiting: p50 "
+                f"{Stat(out[name]['p50']).show(2)} ms, p99 {Stat(out[name]['p99']).show(2)} ms"
+            )
+        return out
+
+
+def noop_training(client: Client, timeout: float = 60) -> dict[str, Any]:
+    """Create a training (the server runs the no-op trainer) and wait until it succeeded."""
+    created = client.json("POST", "/trainings", {"uuid": str(uuid.uuid4())})
+    finished = wait_final(client, created["id"], timeout=timeout, interval=0.01)
+    if finished["status"] != "succeeded":
+        raise BenchError(f"no-op training {finished['id']}: {finished['status']}")
+    return finished
+
+
+def start_latency_ms(training: dict[str, Any]) -> float:
+    """``started_at - created_at`` of a training, in ms."""
+    return (parse_time(training["started_at"]) - parse_time(training["created_at"])) * 1e3
+
+
+def warm_up(client: Client) -> float:
+    """Four no-op trainings, not counted; the first one's start latency in ms (it starts the
+    fork server)."""
+    cold = start_latency_ms(noop_training(client))
+    for _ in range(3):
+        noop_training(client)
+    return cold
+
+
+def one_at_a_time(client: Client, samples: int, timeout: float = 60) -> dict[str, float]:
+    """``samples`` no-op trainings created one at a time, each waited for: the p50 and p99 of
+    their start latency and the p50 of created → finished, in ms."""
+    trainings = [noop_training(client, timeout) for _ in range(samples)]
+    whole = [(parse_time(t["finished_at"]) - parse_time(t["created_at"])) * 1e3 for t in trainings]
+    latencies = [start_latency_ms(t) for t in trainings]
+    return {
+        "p50": percentile(latencies, 0.5),
+        "p99": percentile(latencies, 0.99),
+        "e2e_p50": percentile(whole, 0.5),
+    }
 
 
 def metric(training: dict[str, Any], name: str) -> Any:

@@ -1,4 +1,4 @@
-"""The benchmark suite (``make bench``): creates, dispatch, reads at scale and training overhead.
+"""The benchmark suite (``make bench``): creates, dispatch, reads, training overhead and nodes.
 
     python bench/run.py                  # BENCH=quick (the default): a few minutes
     BENCH=full python bench/run.py       # longer runs, 1,000,000 rows everywhere, 60 s idle
@@ -23,14 +23,21 @@ ratio between two things measured in this run, or a bound.
    sequential list, filtered list, count by status and get-by-id requests.
 4. Training: the built-in scoring trainer on a generated portfolio through the service, against
    ``bench/plain_training.py`` doing the same work as a plain subprocess.
+5. Nodes: SQLite and PostgreSQL side by side (each PostgreSQL use in a database of its own,
+   ``maia_bench_<pid>_<name>`` on ``BENCH_POSTGRES_URL``'s server, dropped at the end): creates
+   at 16 connections on one server per database; on PostgreSQL, the no-op trainer's start
+   latency from an API-only node to a ``trainings worker`` node polling once a minute (NOTIFY
+   wakes it), beside one node that serves and runs; and ``queue.claim_next`` timed in-process
+   (``bench/claims.py``) with 0 and 100,000 queued trainings not yet due.
 
 It writes ``bench/RESULTS.md`` and the summary table of README.md between the markers
 ``<!-- bench:start -->`` and ``<!-- bench:end -->`` (printed instead when they are missing).
-``BENCH_ONLY=create,dispatch,reads,training`` runs a part and only prints its results.
+``BENCH_ONLY=create,dispatch,reads,training,nodes`` runs a part and only prints its results.
 
-The parts live in ``measure.py`` (with the read benchmark's rows in ``rows.py`` and the huey side
-in ``huey_bench.py``), the report in ``report.py``; ``common.py`` is shared with ``loadgen.py``
-and ``soak.py``.
+The parts live in ``measure.py`` (with the read benchmark's rows in ``rows.py``, the huey side
+in ``huey_bench.py``, the timed claims in ``claims.py`` and the PostgreSQL databases in
+``postgres.py``), the report in ``report.py``; ``common.py`` is shared with ``loadgen.py`` and
+``soak.py``.
 """
 
 from __future__ import annotations
@@ -84,7 +91,7 @@ def main() -> int:
             getattr(suite, f"bench_{section}")()
         ok = True
     finally:
-        suite.processes.stop_all()
+        suite.close()
         if os.environ.get("BENCH_KEEP") or not ok:
             log(f"kept the work folder {workdir}")
         else:
