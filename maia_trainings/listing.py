@@ -11,7 +11,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import ValidationError, validate
-from sqlalchemy import ColumnElement, and_, false, func, not_, or_, select, true
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    and_,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.orm import InstrumentedAttribute, Session, defer
 from werkzeug.datastructures import MultiDict
 
@@ -210,13 +221,23 @@ def _condition(
     return clause
 
 
+def _bound(value: Any) -> Any:
+    """An integer bound as a 64-bit one: PostgreSQL would cast a value compared with an
+    INTEGER column to 32 bits, and ``id_lt=99999999999`` would fail there where SQLite
+    (64-bit throughout) answers; compared as 64-bit, both answer the same, from the index."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return literal(value, BigInteger)
+    return value
+
+
 def _filter_clause(flt: Filter) -> ColumnElement[bool]:
     column = getattr(Training, flt.column)
+    values = [_bound(value) for value in flt.values]
     if flt.operator == "in":
-        return column.in_(flt.values) if flt.values else false()
+        return column.in_(values) if values else false()
     if flt.operator == "nin":
-        return or_(column.not_in(flt.values), column.is_(None)) if flt.values else ~false()
-    return or_(*(_condition(column, flt.operator, value) for value in flt.values))
+        return or_(column.not_in(values), column.is_(None)) if values else ~false()
+    return or_(*(_condition(column, flt.operator, value) for value in values))
 
 
 def _where(filters: Iterable[Filter]) -> ColumnElement[bool]:

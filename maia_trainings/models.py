@@ -23,6 +23,8 @@ class Status(StrEnum):
 
 
 PENDING_STATUSES = (Status.SCHEDULED, Status.QUEUED)
+# The largest id a training can have: its column is a 32-bit INTEGER on PostgreSQL.
+MAX_ID = 2**31 - 1
 
 
 class Scope(StrEnum):

@@ -14,6 +14,7 @@ from ..auth import View, can_read, can_write, current_actor
 from ..errors import NotFound, PathOutside
 from ..fields import represent
 from ..formats import negotiate, parse_body, render
+from ..models import MAX_ID
 from ..paths import resolve_inside
 from ..schemas import check_trainer_params, load_training
 from . import bp
@@ -44,7 +45,7 @@ def _models_dir() -> Path:
 
 def _training_id(raw: str) -> int:
     # Ids are strings in the API; anything but the digits we render is simply not found.
-    if not ID_PATTERN.fullmatch(raw):
+    if not ID_PATTERN.fullmatch(raw) or int(raw) > MAX_ID:
         raise NotFound()
     return int(raw)
 

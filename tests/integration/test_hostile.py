@@ -256,12 +256,19 @@ def _prepare_instance(instance: Path) -> None:
     (models / "loop.skops").symlink_to("loop.skops")
 
 
-@pytest.fixture(scope="module")
-def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def hostile(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Hostile]:
+    """One server for the whole corpus, on each database in turn (SQL fragments in every
+    filter and in ``_sort`` meet both dialects)."""
+    postgres = request.getfixturevalue("postgres_run") if request.param == "postgresql" else None
     instance = tmp_path_factory.mktemp("hostile") / "instance"
     _prepare_instance(instance)
+    database = {} if postgres is None else {"DATABASE_URL": postgres.new_schema()}
     server = start_server(
         instance,
+        **database,
         TRAINER=SCORING,
         SCHEDULER_ENABLED="false",
         # Many cases fail authentication on purpose; the back-off is not what they test.
@@ -270,7 +277,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     try:
         out = subprocess.run(
             flask_command("trainings", "token", "create", "reader", "--scope", "read"),
-            env=server_env(instance),
+            env=server_env(instance, **database),
             check=True,
             capture_output=True,
             text=True,

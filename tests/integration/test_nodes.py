@@ -102,6 +102,8 @@ def test_a_worker_node_runs_what_an_api_node_queues_and_stops_gracefully(
     ids = [api.post("/trainings", {"meta": {"seconds": 0.1}})["id"] for _ in range(4)]
     for training_id in ids:
         wait_for_status(api, training_id, "succeeded")
+    # The worker published the model in the shared MODELS_DIR; the API node serves it.
+    assert api.get(f"/trainings/{ids[0]}/binary") == {"trained": ids[0]}
 
     long = api.post("/trainings", {"meta": {"seconds": 120}})["id"]
     wait_for_status(api, long, "running")

@@ -386,3 +386,30 @@ def test_lists_and_single_trainings_show_what_the_output_schema_dumps(app, clien
     assert client.get(f"/trainings/{full['id']}", headers=auth).json == expected[1]
     assert listed[1]["metrics"] == {"roc_auc": 0.81, "n_test": 200}
     assert listed[1]["published_at"] == "2026-01-02T03:04:05.678Z"
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"id_gt": "99999999999"}, 0),
+        ({"id_lt": "99999999999"}, 2),
+        ({"id": "99999999999"}, 0),
+        ({"id_ne": "99999999999"}, 2),
+        ({"id_in": ["99999999999", "1"]}, 1),
+        ({"id_gte": "-99999999999"}, 2),
+        ({"attempts_gte": "4611686018427387904"}, 0),
+    ],
+)
+def test_integers_beyond_32_bits_filter_alike_on_every_database(client, auth, params, expected):
+    # PostgreSQL's id column is 32-bit: a larger value compared with it once failed there (500)
+    # where SQLite answered.
+    create(client, auth)
+    create(client, auth)
+    assert count(client, auth, params) == expected
+
+
+def test_an_id_beyond_32_bits_is_not_found(client, auth):
+    for method in ("GET", "PUT", "DELETE"):
+        response = client.open("/trainings/99999999999", method=method, json={}, headers=auth)
+        assert response.status_code == 404
+        assert response.json["code"] == 404
