@@ -32,9 +32,12 @@ format: install
 
 # Lint, then every test: tests/unit and tests/integration (real servers, child processes, the
 # short soak), on SQLite and, when MAIA_TEST_POSTGRES_URL names a PostgreSQL server, on
-# PostgreSQL too (each run in a database of its own, dropped at the end). What CI runs.
+# PostgreSQL too (each run in a database of its own, dropped at the end). What CI runs, in
+# PYTEST_WORKERS processes (pytest-xdist): the tests mostly wait on servers and child
+# processes, and two workers halve the time on CI's two cores (13.2 -> 7.5 min, 2026-12-02).
+PYTEST_WORKERS ?= 2
 test: lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The in-process tests only (tests/unit: no server, no child process) on SQLite, under a
 # minute; no lint.
