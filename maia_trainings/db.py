@@ -12,6 +12,7 @@ import logging
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -60,11 +61,15 @@ MIN_SQLITE = (3, 35)
 WRITE_OPTION = "maia_write"
 
 
-def build_engine(url: str, *, busy_timeout: float = 30, pool_size: int = 8) -> Engine:
-    """An engine for ``url``; SQLite files get WAL, a busy timeout and case-sensitive LIKE."""
+def build_engine(url: str, *, busy_timeout: float = 30, pool: bool = True) -> Engine:
+    """An engine for ``url``; SQLite files get WAL, a busy timeout and case-sensitive LIKE.
+
+    ``pool=False`` connects anew for each connect (for connections a caller keeps).
+    """
     parsed = make_url(url)
+    pooling: dict[str, Any] = {} if pool else {"poolclass": NullPool}
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=pool_size)
+        return create_engine(url, pool_pre_ping=True, **pooling)
     if sqlite3.sqlite_version_info < MIN_SQLITE:
         # Claims and group commit use RETURNING; say so at start, not at the first create.
         raise RuntimeError(
@@ -78,8 +83,7 @@ def build_engine(url: str, *, busy_timeout: float = 30, pool_size: int = 8) -> E
         # Pooled connections keep SQLite's WAL index open: no per-request open and PRAGMAs,
         # and reads go on from an open connection even when the file can no longer be opened
         # for writing (a read-only or full file system).
-        pool_size=pool_size,
-        max_overflow=24,
+        **({"pool_size": 8, "max_overflow": 24} if pool else pooling),
         connect_args={"timeout": busy_timeout, "check_same_thread": False},
     )
 
@@ -153,7 +157,8 @@ class Database:
         self._quick_engine: Engine | None = None
         self._quick = threading.local()
         self._quick_lock = threading.Lock()
-        self._kept: list[Connection] = []  # every thread's, for dispose()
+        # Every thread's, for dispose(); weak, so that a thread's ends with the thread.
+        self._kept: weakref.WeakSet[Connection] = weakref.WeakSet()
         self._read_now_sql: dict[Select[Any], str] = {}
 
     def read_now(self, statement: Select[Any]) -> Any:
@@ -187,7 +192,7 @@ class Database:
             return None if row is None else row[0]
         except Exception:
             self._quick.connection = None
-            if connection is not None:
+            if connection is not None and not connection.closed:
                 connection.invalidate()
                 connection.close()
         with self.engine.connect() as fresh:
@@ -196,11 +201,17 @@ class Database:
     def _keep_connection(self) -> Connection:
         with self._quick_lock:
             if self._quick_engine is None:
-                self._quick_engine = build_engine(self.url, pool_size=64)
-            connection = self._quick_engine.connect().execution_options(
-                isolation_level="AUTOCOMMIT"
-            )
-            self._kept.append(connection)
+                # No pool: one connection per thread, made at once and closed when the thread
+                # ends, however many threads come and go (never waiting for a free one).
+                self._quick_engine = build_engine(self.url, pool=False)
+        connection = self._quick_engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        if connection.info.get("read_only"):
+            # Opened as an unchanging file (read-only storage): it would never see a later
+            # revocation. Not kept; the next read tries again.
+            connection.close()
+            raise ConnectionError("the database is read-only for now")
+        with self._quick_lock:
+            self._kept.add(connection)
         self._quick.connection = connection
         return connection
 
@@ -208,7 +219,7 @@ class Database:
         """Close every connection this database holds (pooled and kept), as a process that
         stops does; with no request in flight. Later use connects again."""
         with self._quick_lock:
-            for connection in self._kept:
+            for connection in list(self._kept):
                 connection.close()
             self._kept.clear()
             if self._quick_engine is not None:

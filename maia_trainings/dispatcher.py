@@ -172,7 +172,7 @@ def start(app: Flask, *, worker: bool = False) -> Dispatcher | None:
     global _started
     if not (worker or app.config["SCHEDULER_ENABLED"]):
         return None
-    if app.debug and not is_running_from_reloader():
+    if app.debug and not worker and not is_running_from_reloader():
         # The reloader's watching parent serves nothing; its serving child runs the dispatcher.
         return None
     with _start_lock:

@@ -56,7 +56,8 @@ def promote_due(session: Session, *, now: datetime | None = None) -> int:
         result = session.execute(
             update(Training).where(due).values(status=Status.QUEUED, updated_at=now)
         )
-        database_of(session).announce(session, Announcement.WORK)
+        if rows_changed(result):
+            database_of(session).announce(session, Announcement.WORK)
     return rows_changed(result)
 
 
@@ -165,7 +166,7 @@ def _update_owned(
         result = session.execute(
             update(Training).where(_OWNED).values(**values), _owner(training_id, owner)
         )
-        if announce is not None:
+        if announce is not None and rows_changed(result):
             database_of(session).announce(session, announce)
     return rows_changed(result) == 1
 
@@ -316,7 +317,8 @@ def reap_expired(session: Session, *, policy: RetryPolicy, now: datetime | None 
                 update(Training).where(_OWNED, Training.lease_expires_at < now).values(**outcome),
                 _owner(training_id, owner),
             )
-            database_of(session).announce(session, Announcement.LOOK)
+            if rows_changed(result):
+                database_of(session).announce(session, Announcement.LOOK)
         recovered += rows_changed(result)
     return recovered
 

@@ -128,7 +128,7 @@ def update_training(
         result = session.execute(
             update(Training).where(guard).values(**changes, updated_at=now, updated_by=actor)
         )
-        if "status" in changes:
+        if "status" in changes and rows_changed(result):
             database_of(session).announce(session, _announcement(changes["status"]))
     if rows_changed(result) == 0:
         get_training(session, training_id)  # raises NotFound if it was deleted meanwhile
