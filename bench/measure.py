@@ -184,16 +184,20 @@ class Suite:
         each target, REPS times in alternating order after a warm-up; each run's loadgen
         figures with the server's CPU seconds and, for a service, the rows it stored."""
         body = create_body()
-        for target in targets.values():  # warm-up, not counted
-            self.loadgen(
+
+        def post(target: CreateTarget, duration: float) -> dict[str, Any]:
+            return self.loadgen(
                 target.url,
                 method="POST",
                 path="/trainings",
                 headers=target.headers,
                 body=body,
                 connections=connections,
-                duration=1,
+                duration=duration,
             )
+
+        for target in targets.values():  # warm-up, not counted
+            post(target, 1)
         time.sleep(1)
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
         for rep in range(REPS):
@@ -202,15 +206,7 @@ class Suite:
                 target = targets[name]
                 before = target.service.count() if target.service else 0
                 cpu_before = process_cpu_seconds(target.pid)
-                result = self.loadgen(
-                    target.url,
-                    method="POST",
-                    path="/trainings",
-                    headers=target.headers,
-                    body=body,
-                    connections=connections,
-                    duration=self.mode.create_seconds,
-                )
+                result = post(target, self.mode.create_seconds)
                 result["cpu_s"] = process_cpu_seconds(target.pid) - cpu_before
                 if target.service:
                     # Requests wrk dropped at its deadline may still commit: wait for the

@@ -416,16 +416,22 @@ def restart_server(server: Server) -> Server:
     return start_server(server.instance, token=server.token, **server.settings)
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    """SIGTERM ``process`` (a graceful stop), SIGKILL it after ``timeout`` seconds; returns
+    its exit status."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 def stop_server(server: Server, timeout: float = 30) -> int:
     """SIGTERM the server (a graceful stop) and wait for it; returns its exit status."""
-    if server.process.poll() is None:
-        server.process.terminate()
-        try:
-            server.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
-    return server.process.returncode
+    return stop_process(server.process, timeout)
 
 
 @dataclass
@@ -466,14 +472,7 @@ def start_worker(instance: Path, *args: str, **settings: str) -> Worker:
 
 def stop_worker(worker: Worker, timeout: float = 30) -> int:
     """SIGTERM the worker (a graceful stop) and wait for it; returns its exit status."""
-    if worker.process.poll() is None:
-        worker.process.terminate()
-        try:
-            worker.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            worker.process.kill()
-            worker.process.wait()
-    return worker.process.returncode
+    return stop_process(worker.process, timeout)
 
 
 @pytest.fixture
