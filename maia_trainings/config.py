@@ -52,3 +52,19 @@ MAX_RUNTIME = 3600.0
 SHUTDOWN_GRACE = 30.0
 # Bytes of a run's log kept (its beginning and its end).
 LOG_LIMIT = 64 * 1024
+
+# Seconds after a schedule's fire within which a missed fire (the service was down) still
+# creates its training on restart; older missed fires are skipped and counted.
+MISFIRE_GRACE = 86400
+# Hosts webhooks and callback_url may name: host names, IP addresses or networks
+# ("10.0.0.0/8"). Empty: no webhook may be subscribed.
+WEBHOOK_ALLOWED_HOSTS: list[str] = []
+# Attempts a webhook delivery gets before it is given up.
+WEBHOOK_MAX_ATTEMPTS = 8
+# Seconds before a delivery's first retry; each further retry waits twice as long.
+WEBHOOK_RETRY_DELAY = 10.0
+# Seconds a webhook request may take (connecting and answering).
+WEBHOOK_TIMEOUT = 5.0
+# The key that signs the deliveries to a training's own callback_url; callback_url is
+# refused while it is not set.
+WEBHOOK_CALLBACK_SECRET: str | None = None

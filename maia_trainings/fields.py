@@ -20,6 +20,7 @@ class Kind(StrEnum):
     """How a field's values are typed, compared and shown."""
 
     INTEGER = "integer"
+    ID = "id"  # an integer key, shown as a string (as the documented ``id`` is)
     NUMBER = "number"
     TEXT = "text"
     DATETIME = "datetime"
@@ -62,7 +63,7 @@ _I, _N, _X, _D = Kind.INTEGER, Kind.NUMBER, Kind.TEXT, Kind.DATETIME
 
 # In the order the representation shows them (the original documentation's, then ours).
 FIELDS: tuple[Field, ...] = (
-    Field("id", "id", _I, _S),
+    Field("id", "id", Kind.ID, _S),
     Field("uuid", "uuid", _X, _C),
     # Whole numbers where they are whole: the range is quoted in 400 answers as "0" and "1".
     Field("accuracy", "accuracy", _N, _T, minimum=0, maximum=1),
@@ -87,6 +88,9 @@ FIELDS: tuple[Field, ...] = (
     Field("binarySha256", "binary_sha256", _X, _S, queryable=False),
     Field("binarySize", "binary_size", _I, _S, queryable=False),
     Field("metrics", "metrics", Kind.OBJECT, _S, queryable=False),
+    # The schedule whose fire created it, and the URL told of its final event.
+    Field("schedule_id", "schedule_id", Kind.ID, _S),
+    Field("callback_url", "callback_url", _X, _C),
 )
 # The figures a trainer reports (the original API's four metrics).
 METRICS: tuple[Field, ...] = tuple(field for field in FIELDS if field.setter is _T)
@@ -126,6 +130,8 @@ def _shown(kind: Kind, value: Any) -> Any:
         return format_timestamp(value)
     if kind is Kind.OBJECT:
         return json.loads(value) if value else None
+    if kind is Kind.ID:
+        return str(value)
     return value
 
 

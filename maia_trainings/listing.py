@@ -93,7 +93,7 @@ def _typed(kind: Kind, operator: str, raw: str) -> Any:
         return raw.lower() in ("true", "1")
     if operator in TEXT_ONLY_OPERATORS and kind is not Kind.TEXT:
         raise ValidationError(f"The {operator} operator applies to text fields only.")
-    if kind is Kind.INTEGER:
+    if kind in (Kind.INTEGER, Kind.ID):
         try:
             number = int(raw)
         except ValueError:

@@ -6,7 +6,18 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import cast
 
-from sqlalchemy import DateTime, Float, Index, Integer, String, Table, Text, TypeDecorator
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -105,6 +116,10 @@ class Training(Base):
     # SHA-256 of the creating request's fields: a retried POST with the same uuid is
     # recognised as the same request even after the training was edited.
     request_fingerprint: Mapped[str] = mapped_column(String(64))
+    # The schedule whose fire created it (kept after the schedule is deleted: ids are never
+    # reused), and the URL told of its final event.
+    schedule_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
 
     __table_args__ = (
         # The queue looks for due work by status and time.
@@ -135,3 +150,119 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Schedule(Base):
+    """A recurring training: each fire of its cron expression (in its time zone) creates one."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    cron: Mapped[str] = mapped_column(String(128))
+    timezone: Mapped[str] = mapped_column(String(64))
+    meta: Mapped[str | None] = mapped_column(Text)
+    version_prefix: Mapped[str | None] = mapped_column(String(32))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The next fire not yet turned into a training; None while paused.
+    next_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_training_id: Mapped[int | None] = mapped_column(Integer)
+    # Fires that made no training of their own (coalesced, or past MISFIRE_GRACE).
+    missed_fires: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    updated_by: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        # The fires that fell due: enabled schedules by their next fire.
+        Index("ix_schedules_enabled_next_fire_at", "enabled", "next_fire_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+
+SCHEDULES = cast(Table, Schedule.__table__)
+
+
+class Webhook(Base):
+    """A subscription to training events: where they are POSTed and the secret signing them."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    # The event names, comma-separated in a canonical order.
+    events: Mapped[str] = mapped_column(String(256))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # HMAC-SHA256 key (hex). Kept as it is, unlike token hashes: signing needs the key itself.
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    updated_by: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+
+class DeliveryStatus(StrEnum):
+    """Where a webhook delivery is: waiting to be (re)sent, delivered, or given up."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class WebhookDelivery(Base):
+    """The outbox: one event to POST to one URL, written with the change that caused it."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # The X-Maia-Delivery id: the same on every attempt, so receivers can drop duplicates.
+    delivery_uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    # The subscription it is for; None for a training's own callback_url.
+    webhook_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    event: Mapped[str] = mapped_column(String(32))
+    training_id: Mapped[int | None] = mapped_column(Integer)
+    # The body, as sent on every attempt: the training as it was at the change.
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The sender that is sending it and until when that claim holds.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        # The sender looks for due deliveries by status and time.
+        Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+
+WEBHOOK_DELIVERIES = cast(Table, WebhookDelivery.__table__)
+
+
+class WebhookAttempt(Base):
+    """One attempt at a delivery: when, the answer's status code, how long, and any error."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    node: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = ({"sqlite_autoincrement": True},)

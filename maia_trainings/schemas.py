@@ -128,6 +128,10 @@ TrainingIn = _TrainingInRules.from_dict(
         "version": fields.String(allow_none=True, validate=[validate.Length(max=64), plain_text]),
         "meta": MetaText(allow_none=True),
         "scheduled_at": Timestamp(allow_none=True),
+        # Where the final event is POSTed (see webhooks); checked against the allowed hosts.
+        "callback_url": fields.String(
+            allow_none=True, validate=[validate.Length(max=2048), plain_text]
+        ),
     },
     name="TrainingIn",
 )
@@ -142,8 +146,14 @@ _SHOWN_AS: dict[training_fields.Kind, Any] = {
 
 
 def _shown_field(field: training_fields.Field) -> fields.Field[Any]:
-    if field.name == "id":  # ids are shown as strings, as documented
-        return fields.Function(lambda training: str(training.id))
+    if field.kind is training_fields.Kind.ID:  # ids are shown as strings, as documented
+        column_id = field.column
+
+        def shown_id(row: Any) -> Any:
+            value = getattr(row, column_id)
+            return None if value is None else str(value)
+
+        return fields.Function(shown_id, data_key=field.name)
     if field.kind is training_fields.Kind.OBJECT:
         column = field.column
 

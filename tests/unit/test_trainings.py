@@ -41,6 +41,8 @@ REPRESENTATION_FIELDS = [
     "binarySha256",
     "binarySize",
     "metrics",
+    "schedule_id",
+    "callback_url",
 ]
 METRICS = ("accuracy", "precission", "mae", "rmse")
 
