@@ -56,14 +56,18 @@ def create_training(
     *,
     actor: str | None,
     now: datetime | None = None,
+    schedule_id: int | None = None,
 ) -> tuple[Training, bool]:
     """Store a new training from validated ``fields``; returns it and whether it was created.
 
     A ``uuid`` already taken by a training created from the same fields returns that training
-    (a client's retry); taken by different fields, it is a conflict.
+    (a client's retry, or another node creating the same schedule fire); taken by different
+    fields, it is a conflict. ``schedule_id`` names the schedule whose fire it is.
     """
     now = now or utcnow()
-    fingerprint = _fingerprint(fields)
+    fingerprint = _fingerprint(
+        fields if schedule_id is None else {**fields, "schedule_id": schedule_id}
+    )
     row: dict[str, Any] = {
         "uuid": fields.get("uuid") or str(uuid_module.uuid4()),
         **_queue_position(fields.get("scheduled_at"), now),
@@ -73,6 +77,7 @@ def create_training(
         "updated_by": actor,
         "attempts": 0,
         "request_fingerprint": fingerprint,
+        "schedule_id": schedule_id,
         **{name: fields[name] for name in EDITABLE_COLUMNS if name in fields},
     }
     end_snapshot(session)  # no read of this session's may hide the row from its later reads
