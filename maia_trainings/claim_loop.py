@@ -1,9 +1,10 @@
 """The one claim loop (the server's, run-pending's, the worker node's) and run-pending's drive.
 
 The database is the queue. :class:`ClaimLoop` is how work is taken from it, everywhere (the
-server's dispatcher, run-pending, and the worker node to come): queue the scheduled trainings
-whose time has come, recover runs whose lease expired, claim while a slot is free, run each
-claimed training in a pool thread, and let that thread claim the next one when it is done.
+server's dispatcher, run-pending, and the worker node to come): create the trainings of the
+schedules' due fires, queue the scheduled trainings whose time has come, recover runs whose
+lease expired, claim while a slot is free, run each claimed training in a pool thread, and let
+that thread claim the next one when it is done.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 from flask import Flask
 from sqlalchemy.orm import Session
 
-from . import db, queue
+from . import db, queue, schedules
 from .children import Children
+from .config import MISFIRE_GRACE
 from .models import Status, Training, utcnow
 from .runner import Outcome, Runner, RunSettings, Shutdown, new_owner
 
@@ -39,7 +41,8 @@ class ClaimLoop:
     schedules come due without sleeping). ``among`` may narrow what is claimed (run-pending's
     ``--limit``); ``on_claimed`` hears of every claim, ``on_finished`` of every run's outcome
     (in the thread that ran it), and ``on_slot_free`` that a slot is free again, and whether
-    its runs left a retry waiting out a back-off.
+    its runs left a retry waiting out a back-off. ``misfire_grace`` is how old (seconds) a
+    schedule's missed fire may be and still make its training.
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class ClaimLoop:
         on_finished: Callable[[Training, Outcome], None] | None = None,
         on_slot_free: Callable[[bool], None] | None = None,
         children: Children | None = None,
+        misfire_grace: float = MISFIRE_GRACE,
     ) -> None:
         self.database = database
         self.workers = workers
@@ -68,6 +72,7 @@ class ClaimLoop:
         self.on_finished = on_finished
         self.on_slot_free = on_slot_free
         self.children = children
+        self.misfire_grace = misfire_grace
         self._busy = 0
         self._busy_changed = threading.Condition()
         self._running: set[int] = set()  # the trainings this loop's workers run now
@@ -99,6 +104,7 @@ class ClaimLoop:
             run=run,
             shutdown=shutdown,
             children=children,
+            misfire_grace=float(app.config["MISFIRE_GRACE"]),
             **options,
         )
 
@@ -114,14 +120,15 @@ class ClaimLoop:
     def turn(self, *, housekeeping: bool = True) -> int:
         """Claim due trainings while a slot is free; returns how many were claimed.
 
-        With ``housekeeping``, first queue the scheduled trainings whose time has come and
-        recover the runs whose lease expired.
+        With ``housekeeping``, first create the trainings of the schedules' due fires, queue
+        the scheduled trainings whose time has come and recover the runs whose lease expired.
         """
         claimed = 0
         with self._turn_lock, self.database.session() as session:
             if self.shutdown.requested.is_set():
                 return 0
             if housekeeping:
+                schedules.fire_due(session, now=self.clock(), grace=self.misfire_grace)
                 queue.promote_due(session, now=self.clock())
                 queue.reap_expired(session, policy=self.settings.retry, now=self.clock())
             while self._busy < self.workers:

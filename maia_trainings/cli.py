@@ -18,12 +18,25 @@ from flask.cli import AppGroup
 from marshmallow import ValidationError
 from werkzeug.datastructures import MultiDict
 
-from . import auth, claim_loop, db, dispatcher, listing, migrations, node, server, tokens
+from . import (
+    auth,
+    claim_loop,
+    db,
+    dispatcher,
+    listing,
+    migrations,
+    node,
+    schedules,
+    sender,
+    server,
+    tokens,
+)
 from .errors import SchemaNotCurrent, ServiceError
 from .fields import format_timestamp, represent
 from .listing import Filter
 from .models import Scope, Status, Training
 from .runner import Outcome, Shutdown
+from .schemas import check_trainer_params
 from .trainings import get_training
 
 trainings = AppGroup("trainings", help="Operate the trainings service.")
@@ -217,6 +230,7 @@ def serve_command(host: str, port: int, threads: int) -> None:
     app = _app()
     _start_node(app, node.Role.BOTH if app.config["SCHEDULER_ENABLED"] else node.Role.API)
     started = dispatcher.start(app)
+    sender.start(app)  # webhooks go out from every node, API-only ones included
 
     def stop(signum: int, _frame: object) -> None:
         if started is not None and started.stopping:
@@ -234,6 +248,7 @@ def serve_command(host: str, port: int, threads: int) -> None:
         if started is not None:
             click.echo("Stopping: running trainings get SHUTDOWN_GRACE seconds to finish.")
             started.shutdown()
+        sender.stop()
 
 
 @trainings.command("worker")
@@ -252,6 +267,7 @@ def worker_command(workers: int | None) -> None:
     _start_node(app, node.Role.WORKER)
     started = dispatcher.start(app, worker=True)
     assert started is not None
+    sender.start(app)
     stopped = threading.Event()
 
     def stop(_signum: int, _frame: object) -> None:
@@ -270,6 +286,7 @@ def worker_command(workers: int | None) -> None:
     finally:
         click.echo("Stopping: running trainings get SHUTDOWN_GRACE seconds to finish.")
         started.shutdown()
+        sender.stop()
 
 
 @trainings.command("run-pending")
@@ -315,6 +332,11 @@ def run_pending_command(workers: int | None, limit: int | None, horizon: float) 
         f"{left_as[Status.QUEUED]} back in the queue, "
         f"{left_as[None]} cancelled."
     )
+    # The webhook deliveries due now (these trainings' events among them), each attempted
+    # once: cron-driven installations have no sender running between passes.
+    sent = sender.deliver_due(app)
+    if sent.attempted:
+        click.echo(f"{sent.delivered} of {sent.attempted} webhook deliveries delivered.")
     sys.exit(1 if left_as[Status.FAILED] or left_as[Status.QUEUED] else 0)
 
 
@@ -369,6 +391,119 @@ def demo_data_command(rows: int, seed: int, out: str) -> None:
 
     portfolio.write_csv(Path(out), rows, seed)
     click.echo(f"Wrote {rows} loans to {out}.")
+
+
+schedule_group = AppGroup("schedules", help="Add, list, pause, resume and remove schedules.")
+trainings.add_command(schedule_group)
+SCHEDULE_COLUMNS = (
+    "id",
+    "name",
+    "cron",
+    "timezone",
+    "enabled",
+    "next_fire_at",
+    "last_fired_at",
+    "missed_fires",
+)
+
+
+def _invalid(exc: ValidationError) -> click.ClickException:
+    """A validation error as one line per field: ``cron: the reason``."""
+    messages = exc.messages if isinstance(exc.messages, dict) else {"schedule": exc.messages}
+    lines = [f"{field}: {' '.join(map(str, problems))}" for field, problems in messages.items()]
+    return click.ClickException("invalid schedule\n" + "\n".join(lines))
+
+
+@contextmanager
+def _schedule_named(name_or_id: str) -> Iterator[tuple[Any, int]]:
+    """A session and the id of the schedule NAME_OR_ID (its name, else its id)."""
+    with db.database().session() as session:
+        try:
+            yield session, schedules.find_schedule(session, name_or_id).id
+        except ServiceError as exc:
+            _fail(exc)
+
+
+@schedule_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead of a table.")
+def schedules_list(as_json: bool) -> None:
+    """List schedules by name."""
+    query = listing.ListQuery(sort=(("name", False),), limit=None)
+    with db.database().session() as session:
+        rows = [schedules.represent(s) for s in schedules.list_schedules(session, query)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    _table(SCHEDULE_COLUMNS, [tuple(row[c] for c in SCHEDULE_COLUMNS) for row in rows])
+
+
+@schedule_group.command("add")
+@click.argument("name")
+@click.argument("cron")
+@click.option("--timezone", default="UTC", show_default=True, help="An IANA time zone name.")
+@click.option("--meta", default=None, help="The trainings' meta (text or a JSON object).")
+@click.option("--version-prefix", default=None, help="Version fires as PREFIX + YYYYMMDDHHMM.")
+@click.option("--disabled", is_flag=True, help="Add it paused.")
+def schedules_add(
+    name: str,
+    cron: str,
+    timezone: str,
+    meta: str | None,
+    version_prefix: str | None,
+    disabled: bool,
+) -> None:
+    """Add a schedule NAME firing at CRON (five fields, or @hourly, @daily, @weekly, @monthly)."""
+    _current_schema()
+    body = {
+        "name": name,
+        "cron": cron,
+        "timezone": timezone,
+        "meta": meta,
+        "version_prefix": version_prefix,
+        "enabled": not disabled,
+    }
+    try:
+        fields = schedules.load_schedule(body)
+        if fields.get("meta") is not None:
+            check_trainer_params(fields["meta"], _app().config)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    with db.database().session() as session:
+        try:
+            made = schedules.create_schedule(session, fields, actor="cli")
+        except ServiceError as exc:
+            _fail(exc)
+    shown = schedules.represent(made)
+    click.echo(
+        f"Added the schedule {name!r} (id {shown['id']}); next fire: {shown['next_fire_at']}"
+    )
+
+
+@schedule_group.command("pause")
+@click.argument("name_or_id")
+def schedules_pause(name_or_id: str) -> None:
+    """Stop the schedule NAME_OR_ID firing until it is resumed."""
+    with _schedule_named(name_or_id) as (session, key):
+        schedules.pause_schedule(session, key, actor="cli")
+    click.echo(f"Paused the schedule {name_or_id!r}.")
+
+
+@schedule_group.command("resume")
+@click.argument("name_or_id")
+def schedules_resume(name_or_id: str) -> None:
+    """Fire the schedule NAME_OR_ID again, from its next fire (missed ones are not made up)."""
+    with _schedule_named(name_or_id) as (session, key):
+        shown = schedules.represent(schedules.resume_schedule(session, key, actor="cli"))
+    click.echo(f"Resumed the schedule {name_or_id!r}; next fire: {shown['next_fire_at']}")
+
+
+@schedule_group.command("remove")
+@click.argument("name_or_id")
+def schedules_remove(name_or_id: str) -> None:
+    """Remove the schedule NAME_OR_ID; the trainings it made stay."""
+    with _schedule_named(name_or_id) as (session, key):
+        schedules.delete_schedule(session, key)
+    click.echo(f"Removed the schedule {name_or_id!r}.")
 
 
 def _table(headers: tuple[str, ...], rows: Sequence[Sequence[object]]) -> None:

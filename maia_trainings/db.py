@@ -59,6 +59,12 @@ _TRANSACTION_LOCK = select(func.pg_advisory_xact_lock(bindparam("key")))
 MIN_SQLITE = (3, 35)
 # Execution option that marks a session's transaction as a write (see `writing`).
 WRITE_OPTION = "maia_write"
+# Where a session keeps what to call once its writing() block has committed (see after_commit).
+AFTER_COMMIT_KEY = "maia_trainings.after_commit"
+# A group insert's hook into its batches' transactions (see Database.group_insert).
+BatchHook = Callable[
+    ["Database", Connection, list[tuple[Any, dict[str, Any]]]], Callable[[], None] | None
+]
 
 
 def build_engine(url: str, *, busy_timeout: float = 30, pool: bool = True) -> Engine:
@@ -235,17 +241,31 @@ class Database:
         """The URL without its password, for messages and logs."""
         return make_url(self.url).render_as_string(hide_password=True)
 
-    def group_insert(self, table: Table) -> GroupInsert:
-        """The group insert of ``table`` (one per table, made on first use)."""
+    def group_insert(self, table: Table, *, written: BatchHook | None = None) -> GroupInsert:
+        """The group insert of ``table`` (one per table, made on first use).
+
+        ``written`` (the same on every call for a table) runs in each batch's transaction
+        with this database, the connection and the batch's (key, row) pairs, before the
+        commit; what it returns is called once the batch is committed.
+        """
         group = self._group_inserts.get(table.name)
         if group is None:
+
+            def before_commit(
+                connection: Connection, batch: list[tuple[Any, dict[str, Any], Any]]
+            ) -> Callable[[], None] | None:
+                self._announce_all(connection, {note for _key, _row, note in batch})
+                if written is None:
+                    return None
+                return written(self, connection, [(key, row) for key, row, _note in batch])
+
             group = self._group_inserts.setdefault(
                 table.name,
                 GroupInsert(
                     table,
                     connect=self._write_connection,
                     write_lock=self.write_lock,
-                    before_commit=self._announce_all,
+                    before_commit=before_commit,
                     # On PostgreSQL, concurrent callers committing their own rows did as well
                     # as grouped ones (in-process A/B, 16 threads, 6 reps interleaved: 823 vs
                     # 835 creates/s, 2026-12-02), where on SQLite grouping tripled it (3,119
@@ -422,8 +442,17 @@ def writing(session: Session) -> Iterator[Session]:
             yield session
             session.commit()
         except BaseException:
+            session.info.pop(AFTER_COMMIT_KEY, None)
             session.rollback()
             raise
+    for callback in session.info.pop(AFTER_COMMIT_KEY, ()):
+        callback()
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Within a writing() block: call ``callback`` once the block has committed (never when
+    it rolls back), after the write lock is released."""
+    session.info.setdefault(AFTER_COMMIT_KEY, []).append(callback)
 
 
 def backup(app: Flask, target: Path) -> int:

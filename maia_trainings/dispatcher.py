@@ -2,8 +2,8 @@
 
 A training that is queued sets the event at once, in this process or (on PostgreSQL, through
 LISTEN/NOTIFY) on any node; APScheduler sets the timed wake-ups (every ``POLL_INTERVAL``, and at
-the next ``scheduled_at`` or back-off end), computing and keeping only the times. One
-dispatcher per process: :func:`start` is idempotent; nothing starts on import.
+the next ``scheduled_at``, back-off end or schedule's fire), computing and keeping only the
+times. One dispatcher per process: :func:`start` is idempotent; nothing starts on import.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
 from werkzeug.serving import is_running_from_reloader
 
-from . import queue
+from . import queue, schedules
 from .claim_loop import ClaimLoop, Clock, RunFunction
 from .db import Announcement
-from .models import Status, Training, utcnow
+from .models import Schedule, Status, Training, utcnow
 from .runner import Shutdown
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,8 @@ class Dispatcher:
                 self.loop.turn(housekeeping=housekeeping)
                 if housekeeping:
                     with self.loop.database.session() as session:
-                        next_due = queue.next_due_at(session)
+                        moments = (queue.next_due_at(session), schedules.next_fire_at(session))
+                    next_due = min((m for m in moments if m is not None), default=None)
                     if next_due is not None:
                         self.due_at(next_due, replace=True)
             except Exception:
@@ -194,6 +195,14 @@ def notify(training: Training) -> None:
     started = running()
     if started is not None:
         started.notify(training)
+
+
+def notify_schedule(schedule: Schedule) -> None:
+    """Tell this process's dispatcher, if it runs, about a schedule created or changed: a look
+    at its next fire."""
+    started = running()
+    if started is not None and schedule.next_fire_at is not None:
+        started.due_at(schedule.next_fire_at)
 
 
 def shutdown(grace: float | None = None) -> None:

@@ -25,6 +25,7 @@ class Kind(StrEnum):
     TEXT = "text"
     DATETIME = "datetime"
     OBJECT = "object"  # a JSON object (stored as its text)
+    BOOLEAN = "boolean"
 
 
 class Setter(StrEnum):
@@ -123,7 +124,8 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
-def _shown(kind: Kind, value: Any) -> Any:
+def show_value(kind: Kind, value: Any) -> Any:
+    """A stored value of ``kind`` as the API shows it."""
     if value is None:
         return None
     if kind is Kind.DATETIME:
@@ -148,7 +150,7 @@ def represent(training: Any) -> dict[str, Any]:
     """
     shown: dict[str, Any] = {"id": str(training.id)}
     for name, column, kind in _SHOWN:
-        shown[name] = _shown(kind, getattr(training, column))
+        shown[name] = show_value(kind, getattr(training, column))
     return shown
 
 

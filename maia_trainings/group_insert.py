@@ -10,6 +10,12 @@ from typing import Any
 from sqlalchemy import Connection, Table
 from sqlalchemy.exc import IntegrityError
 
+# Called in a batch's transaction with its rows' (key, row, note); returns what to call once
+# the batch is committed, if anything.
+BeforeCommit = Callable[
+    [Connection, list[tuple[Any, dict[str, Any], Any]]], Callable[[], None] | None
+]
+
 
 class _PendingRow:
     """One caller's row waiting in a group insert, and what became of it."""
@@ -49,14 +55,15 @@ class GroupInsert:
         *,
         connect: Callable[[], Connection],
         write_lock: AbstractContextManager[Any],
-        before_commit: Callable[[Connection, set[Any]], None] | None = None,
+        before_commit: BeforeCommit | None = None,
         batch_limit: int = 256,
         grouped: bool = True,
     ) -> None:
         self.table = table
         self._connect = connect
-        # Run in each batch's transaction before it commits, with the notes of the rows it
-        # writes (the database announces new work to other nodes).
+        # Run in each batch's transaction before it commits, with the (key, row, note) of each
+        # row it writes (the database announces new work to other nodes, the outbox writes
+        # the deliveries the new rows owe); what it returns is called after the commit.
         self._before_commit = before_commit
         # False: each caller commits its own row at once (where grouping was measured not to
         # help: PostgreSQL, see Database.group_insert).
@@ -72,7 +79,7 @@ class GroupInsert:
     def insert(self, row: dict[str, Any], *, note: Any = None) -> Any:
         """Insert ``row`` (column names to values); returns its primary key once committed.
 
-        ``note`` (hashable) goes to ``before_commit`` with the notes of the batch's other rows.
+        ``note`` goes to ``before_commit`` with the batch's other rows and their notes.
         """
         pending = _PendingRow(row, note)
         if not self.grouped:
@@ -142,9 +149,14 @@ class GroupInsert:
         pending.done = True
 
     def _finish(self, connection: Connection, batch: list[_PendingRow]) -> None:
+        committed = None
         if self._before_commit is not None:
-            self._before_commit(connection, {pending.note for pending in batch})
+            committed = self._before_commit(
+                connection, [(pending.key, pending.row, pending.note) for pending in batch]
+            )
         connection.commit()
+        if committed is not None:
+            committed()
 
     def _connection(self) -> Connection:
         return self._connect()

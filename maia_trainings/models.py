@@ -205,6 +205,28 @@ class Webhook(Base):
     __table_args__ = ({"sqlite_autoincrement": True},)
 
 
+class WebhookEvent(StrEnum):
+    """What a webhook is told of: a training queued, started (claimed by a run) or ended."""
+
+    QUEUED = "training.queued"
+    STARTED = "training.started"
+    SUCCEEDED = "training.succeeded"
+    FAILED = "training.failed"
+    CANCELLED = "training.cancelled"
+
+
+# The events of a training's end: a subscription's default, and all a callback_url is told of.
+FINAL_EVENTS = (WebhookEvent.SUCCEEDED, WebhookEvent.FAILED, WebhookEvent.CANCELLED)
+# The event of a training entering each status (a scheduled training is told of when queued).
+EVENT_OF_STATUS = {
+    Status.QUEUED: WebhookEvent.QUEUED,
+    Status.RUNNING: WebhookEvent.STARTED,
+    Status.SUCCEEDED: WebhookEvent.SUCCEEDED,
+    Status.FAILED: WebhookEvent.FAILED,
+    Status.CANCELLED: WebhookEvent.CANCELLED,
+}
+
+
 class DeliveryStatus(StrEnum):
     """Where a webhook delivery is: waiting to be (re)sent, delivered, or given up."""
 

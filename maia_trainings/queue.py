@@ -4,7 +4,9 @@ scheduled → queued (``promote_due``) → running (``claim_next``, renewed by `
 succeeded (``finish``), failed (``fail``), back to queued (``retry_or_fail``, ``requeue``,
 ``reap_expired``), or cancelled (``cancel_training``). Two processes may race for the same
 row: the UPDATE's condition and its row count decide, and exactly one of them wins. Each
-function is its own ``writing`` (or ``reading``) transaction.
+function is its own ``writing`` (or ``reading``) transaction, and writes in it the webhook
+deliveries its change owes (``outbox.record``): a status change's UPDATE returns the changed
+rows' ids and callback_url, so a change nobody listens to costs no further statement.
 """
 
 from __future__ import annotations
@@ -18,10 +20,19 @@ from sqlalchemy import String, and_, bindparam, case, cast, func, or_, select, u
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from . import outbox
 from .db import Announcement, database_of, reading, rows_changed, writing
 from .errors import Conflict
 from .fields import METRICS
-from .models import PENDING_STATUSES, TRAININGS, Status, Training, utcnow
+from .models import (
+    EVENT_OF_STATUS,
+    PENDING_STATUSES,
+    TRAININGS,
+    Status,
+    Training,
+    WebhookEvent,
+    utcnow,
+)
 from .retry import RetryPolicy
 from .trainings import get_training
 
@@ -44,6 +55,21 @@ def _release(**values: Any) -> dict[str, Any]:
     return {"lease_owner": None, "lease_expires_at": None, **values}
 
 
+# What a status change's UPDATE returns: enough for the outbox to know who is owed what.
+_CHANGED = (TRAININGS.c.id, TRAININGS.c.callback_url)
+
+
+def _record_changes(session: Session, status: Any, rows: Any, now: datetime | None) -> int:
+    """Within the change's writing block: the deliveries of the trainings whose UPDATE
+    returned ``rows`` (id, callback_url) and that are now in ``status``; returns how many
+    trainings changed."""
+    changed = [(row.id, row.callback_url) for row in rows]
+    event = EVENT_OF_STATUS.get(Status(status))
+    if changed and event is not None:
+        outbox.record(session, event, changed, now=now)
+    return len(changed)
+
+
 def promote_due(session: Session, *, now: datetime | None = None) -> int:
     """Queue the scheduled trainings whose time has come; returns how many."""
     now = now or utcnow()
@@ -53,12 +79,16 @@ def promote_due(session: Session, *, now: datetime | None = None) -> int:
         if session.scalar(select(Training.id).where(due).limit(1)) is None:
             return 0
     with writing(session):
-        result = session.execute(
-            update(Training).where(due).values(status=Status.QUEUED, updated_at=now)
-        )
-        if rows_changed(result):
+        rows = session.execute(
+            update(TRAININGS)
+            .where(due)
+            .values(status=Status.QUEUED, updated_at=now)
+            .returning(*_CHANGED)
+        ).all()
+        promoted = _record_changes(session, Status.QUEUED, rows, now)
+        if promoted:
             database_of(session).announce(session, Announcement.WORK)
-    return rows_changed(result)
+    return promoted
 
 
 # The claim's statements, built once: building them on every claim cost a millisecond of
@@ -127,6 +157,8 @@ def claim_next(
                     "claimed_until": now + timedelta(seconds=lease_seconds),
                 },
             ).one_or_none()
+            if claimed is not None:
+                outbox.record(session, WebhookEvent.STARTED, [(claimed.id, None)], now=now)
         if claimed is not None:
             # As it now is, outside the session (the run reads it in other threads).
             return Training(**claimed._mapping)
@@ -160,15 +192,20 @@ def _update_owned(
     owner: str,
     *,
     announce: Announcement | None = None,
+    now: datetime | None = None,
     **values: Any,
 ) -> bool:
+    statement = update(TRAININGS).where(_OWNED).values(**values)
+    params = _owner(training_id, owner)
     with writing(session):
-        result = session.execute(
-            update(Training).where(_OWNED).values(**values), _owner(training_id, owner)
-        )
-        if announce is not None and rows_changed(result):
+        if "status" in values:
+            rows = session.execute(statement.returning(*_CHANGED), params).all()
+            changed = _record_changes(session, values["status"], rows, now)
+        else:  # a heartbeat: no event, no RETURNING
+            changed = rows_changed(session.execute(statement, params))
+        if announce is not None and changed:
             database_of(session).announce(session, announce)
-    return rows_changed(result) == 1
+    return changed == 1
 
 
 def heartbeat(
@@ -224,11 +261,15 @@ def finish(
                     # one at a time, the unique constraint is never the one deciding.
                     database_of(session).take_turn(session, AUTO_VERSION_TURN)
                 # One statement: the version is decided from the row as it is when written.
-                result = session.execute(
-                    update(Training).where(_OWNED).values(**values, **versioned),
+                rows = session.execute(
+                    update(TRAININGS)
+                    .where(_OWNED)
+                    .values(**values, **versioned)
+                    .returning(*_CHANGED),
                     _owner(training_id, owner),
-                )
-            return rows_changed(result) == 1
+                ).all()
+                finished = _record_changes(session, Status.SUCCEEDED, rows, now)
+            return finished == 1
         except IntegrityError:
             continue  # a number taken by a writer outside the turn (an older release): again
     raise RuntimeError("could not assign an automatic version")
@@ -249,6 +290,7 @@ def fail(
         session,
         training_id,
         owner,
+        now=now,
         **_release(status=Status.FAILED, error=error, finished_at=now, updated_at=now, **values),
     )
 
@@ -268,9 +310,10 @@ def retry_or_fail(
 
     Returns the status the training was left in, or None when the run no longer owned it.
     """
-    outcome = _release(**policy.after_failure(attempts, error, now or utcnow()))
+    now = now or utcnow()
+    outcome = _release(**policy.after_failure(attempts, error, now))
     changed = _update_owned(
-        session, training_id, owner, announce=Announcement.LOOK, **outcome, **values
+        session, training_id, owner, announce=Announcement.LOOK, now=now, **outcome, **values
     )
     return outcome["status"] if changed else None
 
@@ -285,6 +328,7 @@ def requeue(
         training_id,
         owner,
         announce=Announcement.WORK,
+        now=now,
         **_release(
             status=Status.QUEUED,
             attempts=Training.attempts - 1,
@@ -313,13 +357,17 @@ def reap_expired(session: Session, *, policy: RetryPolicy, now: datetime | None 
         outcome = _release(**policy.after_failure(attempts, EXPIRED_MESSAGE, now))
         with writing(session):
             # Still expired: a run that renewed its lease meanwhile is alive and left alone.
-            result = session.execute(
-                update(Training).where(_OWNED, Training.lease_expires_at < now).values(**outcome),
+            rows = session.execute(
+                update(TRAININGS)
+                .where(_OWNED, Training.lease_expires_at < now)
+                .values(**outcome)
+                .returning(*_CHANGED),
                 _owner(training_id, owner),
-            )
-            if rows_changed(result):
+            ).all()
+            changed = _record_changes(session, outcome["status"], rows, now)
+            if changed:
                 database_of(session).announce(session, Announcement.LOOK)
-        recovered += rows_changed(result)
+        recovered += changed
     return recovered
 
 
@@ -327,16 +375,18 @@ def cancel_training(session: Session, training_id: int, *, now: datetime | None 
     """Cancel a training that has not finished; a running one is stopped by its supervisor."""
     now = now or utcnow()
     with writing(session):
-        result = session.execute(
-            update(Training)
+        rows = session.execute(
+            update(TRAININGS)
             .where(
                 Training.id == training_id,
                 Training.status.in_((*PENDING_STATUSES, Status.RUNNING)),
             )
             .values(**_release(status=Status.CANCELLED, finished_at=now, updated_at=now))
-        )
+            .returning(*_CHANGED)
+        ).all()
+        cancelled = _record_changes(session, Status.CANCELLED, rows, now)
     training = get_training(session, training_id)
-    if rows_changed(result) == 0:
+    if cancelled == 0:
         raise Conflict(f"a {training.status} training cannot be cancelled")
     return training
 

@@ -19,9 +19,11 @@ from marshmallow import (
 )
 
 from . import fields as training_fields
+from .allowed_hosts import AllowedHosts, HostRefused
 from .errors import InvalidParams, PathOutside
 from .fields import METRICS, READ_ONLY_NAMES, parse_timestamp
 from .formats import NOT_XML_CHARACTERS
+from .models import FINAL_EVENTS, MAX_ID, WebhookEvent
 from .paths import check_relative_path, resolve_inside
 from .trainers import load_trainer, params_from_meta, trainer_settings, validate_params
 
@@ -205,3 +207,79 @@ def check_trainer_params(meta: str, config: Mapping[str, Any]) -> None:
         validate_params(trainer, params, trainer_settings(config))
     except InvalidParams as exc:
         raise ValidationError({"meta": exc.errors}) from None
+
+
+# Webhooks ----------------------------------------------------------------------------------
+
+
+class EventNames(fields.Field[list[str]]):
+    """Webhook event names: a list, or (forms, XML) one comma-separated text."""
+
+    default_error_messages = {  # noqa: RUF012 - marshmallow's documented extension point
+        "invalid": "Not a list of event names or a comma-separated text.",
+        "empty": "Give at least one event.",
+        "unknown": "Unknown events {unknown}; the events are {known}.",
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+        if isinstance(value, str):
+            names = [name.strip() for name in value.split(",") if name.strip()]
+        elif isinstance(value, list) and all(isinstance(name, str) for name in value):
+            names = value
+        else:
+            raise self.make_error("invalid")
+        if not names:
+            raise self.make_error("empty")
+        known = [str(event) for event in WebhookEvent]
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise self.make_error(
+                "unknown", unknown=", ".join(map(repr, unknown)), known=", ".join(known)
+            )
+        return names
+
+
+# What the service shows of a subscription and ignores when sent back (a GET's body PUT back).
+WEBHOOK_READ_ONLY = frozenset(
+    ("id", "secret", "created_at", "updated_at", "created_by", "updated_by")
+)
+
+
+class WebhookIn(Schema):
+    """A subscription as a client sends it to POST /webhooks or PUT /webhooks/{id}."""
+
+    class Meta:
+        unknown = RAISE
+
+    url = fields.String(required=True, validate=[validate.Length(min=1, max=2048), plain_text])
+    events = EventNames(load_default=lambda: [str(event) for event in FINAL_EVENTS])
+    enabled = fields.Boolean(load_default=True)
+
+    @pre_load
+    def _drop_read_only(self, data: Any, **kwargs: Any) -> Any:
+        if isinstance(data, Mapping):
+            return {key: value for key, value in data.items() if key not in WEBHOOK_READ_ONLY}
+        return data
+
+
+class PageArgs(Schema):
+    """``_start`` and ``_limit`` (-1 for all) of a list that has no filters."""
+
+    class Meta:
+        unknown = RAISE
+
+    start = fields.Integer(data_key="_start", load_default=0, validate=validate.Range(0, MAX_ID))
+    limit = fields.Integer(data_key="_limit", validate=validate.Range(-1, MAX_ID))
+
+
+webhook_in = WebhookIn()
+page_args = PageArgs()
+
+
+def check_webhook_url(url: str, config: Mapping[str, Any], *, name: str) -> None:
+    """Refuse (ValidationError under ``name``) a URL webhooks may not reach: not http(s),
+    carrying a user name or password, or a host not in WEBHOOK_ALLOWED_HOSTS."""
+    try:
+        AllowedHosts.parse(config["WEBHOOK_ALLOWED_HOSTS"]).check_url(url)
+    except HostRefused as exc:
+        raise ValidationError({name: [str(exc)]}) from None

@@ -14,10 +14,11 @@ from sqlalchemy import and_, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from . import outbox
 from .db import Announcement, database_of, end_snapshot, reading, rows_changed, writing
 from .errors import Conflict, NotFound
 from .fields import EDITABLE_COLUMNS, PENDING_ONLY_COLUMNS, api_name
-from .models import PENDING_STATUSES, TRAININGS, Status, Training, utcnow
+from .models import PENDING_STATUSES, TRAININGS, Status, Training, WebhookEvent, utcnow
 
 
 def get_training(session: Session, training_id: int) -> Training:
@@ -83,10 +84,11 @@ def create_training(
     end_snapshot(session)  # no read of this session's may hide the row from its later reads
     try:
         # Grouped with concurrent creates into one commit (its own transaction, see
-        # group_insert.GroupInsert); returns once the row is durable.
+        # group_insert.GroupInsert), with the webhook deliveries a queued one owes; returns
+        # once the row is durable.
         training_id = (
             database_of(session)
-            .group_insert(TRAININGS)
+            .group_insert(TRAININGS, written=outbox.record_created)
             .insert(row, note=_announcement(row["status"]))
         )
     except IntegrityError:
@@ -129,12 +131,15 @@ def update_training(
         if "scheduled_at" in changes:
             changes.update(_queue_position(changes["scheduled_at"], now))
         guard = and_(guard, Training.status.in_(PENDING_STATUSES))
+    was = current.status  # read now: the UPDATE below refreshes ``current`` in the session
     with writing(session):
         result = session.execute(
             update(Training).where(guard).values(**changes, updated_at=now, updated_by=actor)
         )
         if "status" in changes and rows_changed(result):
             database_of(session).announce(session, _announcement(changes["status"]))
+            if changes["status"] is Status.QUEUED and was == Status.SCHEDULED:
+                outbox.record(session, WebhookEvent.QUEUED, [(training_id, None)], now=now)
     if rows_changed(result) == 0:
         get_training(session, training_id)  # raises NotFound if it was deleted meanwhile
         names = " and ".join(api_name(name) for name in pending_only)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from flask import Response, current_app, request, send_file
+from marshmallow import ValidationError
 
 from .. import db, dispatcher, listing, queue, trainings
 from ..auth import View, can_read, can_write, current_actor
@@ -16,7 +17,7 @@ from ..fields import represent
 from ..formats import negotiate, parse_body, render
 from ..models import MAX_ID
 from ..paths import resolve_inside
-from ..schemas import check_trainer_params, load_training
+from ..schemas import check_trainer_params, check_webhook_url, load_training
 from . import bp
 
 # How ids are rendered: ASCII digits without leading zeros, small enough for any database.
@@ -43,7 +44,8 @@ def _models_dir() -> Path:
     return Path(current_app.config["MODELS_DIR"])
 
 
-def _training_id(raw: str) -> int:
+def parse_id(raw: str) -> int:
+    """An id from a path (trainings, webhooks, deliveries); NotFound for anything else."""
     # Ids are strings in the API; anything but the digits we render is simply not found.
     if not ID_PATTERN.fullmatch(raw) or int(raw) > MAX_ID:
         raise NotFound()
@@ -55,6 +57,12 @@ def _load(partial: bool = False) -> dict[str, Any]:
     fields = load_training(parse_body(), models_dir=_models_dir(), partial=partial)
     if fields.get("meta") is not None:
         check_trainer_params(fields["meta"], current_app.config)
+    if fields.get("callback_url") is not None:
+        if not current_app.config["WEBHOOK_CALLBACK_SECRET"]:
+            raise ValidationError(
+                {"callback_url": ["callback_url needs WEBHOOK_CALLBACK_SECRET set on the server"]}
+            )
+        check_webhook_url(fields["callback_url"], current_app.config, name="callback_url")
     return fields
 
 
@@ -85,14 +93,14 @@ def count_trainings() -> Response:
 @bp.get("/trainings/<training_id>")
 @can_read
 def get_training(training_id: str) -> Response:
-    training = trainings.get_training(db.get_session(), _training_id(training_id))
+    training = trainings.get_training(db.get_session(), parse_id(training_id))
     return render(represent(training))
 
 
 @bp.put("/trainings/<training_id>")
 @writes
 def update_training(training_id: str) -> Response:
-    key = _training_id(training_id)
+    key = parse_id(training_id)
     fields = _load(partial=True)
     training = trainings.update_training(db.get_session(), key, fields, actor=current_actor())
     dispatcher.notify(training)  # a new scheduled_at may have made it due, or due later
@@ -102,7 +110,7 @@ def update_training(training_id: str) -> Response:
 @bp.delete("/trainings/<training_id>")
 @writes
 def delete_training(training_id: str) -> Response:
-    training = trainings.delete_training(db.get_session(), _training_id(training_id))
+    training = trainings.delete_training(db.get_session(), parse_id(training_id))
     return render(represent(training))
 
 
@@ -110,21 +118,21 @@ def delete_training(training_id: str) -> Response:
 @bp.post("/trainings/cancel/<training_id>")  # the path a later revision of the API documented
 @writes
 def cancel_training(training_id: str) -> Response:
-    training = queue.cancel_training(db.get_session(), _training_id(training_id))
+    training = queue.cancel_training(db.get_session(), parse_id(training_id))
     return render(represent(training))
 
 
 @bp.get("/trainings/<training_id>/log")
 @can_read
 def training_log(training_id: str) -> Response:
-    training = trainings.get_training(db.get_session(), _training_id(training_id))
+    training = trainings.get_training(db.get_session(), parse_id(training_id))
     return Response(training.log or "", mimetype="text/plain")
 
 
 @bp.get("/trainings/<training_id>/binary")
 @can_read
 def training_binary(training_id: str) -> Response:
-    key = _training_id(training_id)
+    key = parse_id(training_id)
     training = trainings.get_training(db.get_session(), key)
     if not training.binary_path or not training.binary_sha256:
         raise NotFound("the model file is not published (yet)")

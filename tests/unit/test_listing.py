@@ -413,3 +413,15 @@ def test_an_id_beyond_32_bits_is_not_found(client, auth):
         response = client.open("/trainings/99999999999", method=method, json={}, headers=auth)
         assert response.status_code == 404
         assert response.json["code"] == 404
+
+
+@pytest.mark.parametrize("path", ["/trainings", "/trainings/count", "/schedules"])
+def test_a_nul_in_a_text_filter_is_a_400_naming_it(client, auth, path):
+    # PostgreSQL refuses NUL in a query's text: it must be the client's 400, not a 500.
+    create(client, auth, uuid="a")
+    response = client.get(
+        path, query_string={"uuid_eq" if path != "/schedules" else "name": "a\x00"}, headers=auth
+    )
+
+    assert response.status_code == 400
+    assert set(response.get_json()["errors"]) == {"uuid_eq" if path != "/schedules" else "name"}

@@ -1,0 +1,107 @@
+"""Webhooks from real servers: retries seen by a receiver on 127.0.0.1, an event that survives
+a SIGKILL, and callbacks sent by an API-only node."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+from conftest import Server
+from receiver import Receiver
+
+CALLBACK_SECRET = "callback-secret-for-tests"
+SETTINGS = {
+    "WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]',
+    "WEBHOOK_RETRY_DELAY": "0.3",
+    "WEBHOOK_TIMEOUT": "2",
+    "WEBHOOK_CALLBACK_SECRET": json.dumps(CALLBACK_SECRET),
+}
+
+
+def wait_for_status(server: Server, training_id: str, status: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while server.get(f"/trainings/{training_id}")["status"] != status:
+        assert time.monotonic() < deadline, f"training {training_id} never became {status}"
+        time.sleep(0.02)
+
+
+def post_status(server: Server, path: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        server.url + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_the_receiver_sees_retries_with_one_delivery_id(server_factory):
+    server = server_factory(**SETTINGS)
+    with Receiver(answers=[500, 500]) as receiver:
+        webhook = server.post("/webhooks", {"url": receiver.url})
+        receiver.secret = webhook["secret"]
+        training = server.post("/trainings", {})
+        got = receiver.wait_for(3, timeout=30)
+    assert [r.answered for r in got] == [500, 500, 200]
+    assert all(r.signed for r in got)
+    assert len({r.delivery for r in got}) == 1
+    assert got[0].event == "training.succeeded"
+    assert got[0].json()["id"] == training["id"]
+    assert got[0].json()["status"] == "succeeded"
+    deadline = time.monotonic() + 10
+    while (listed := server.get(f"/webhooks/{webhook['id']}/deliveries"))[0]["status"] != (
+        "delivered"
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert [a["status_code"] for a in listed[0]["attempts"]] == [500, 500, 200]
+
+
+def test_an_event_is_delivered_after_the_server_is_killed(server_factory):
+    server = server_factory(**SETTINGS)
+    # The receiver fails until the server is dead: nothing is delivered before the kill.
+    with Receiver(default=500) as receiver:
+        webhook = server.post("/webhooks", {"url": receiver.url})
+        receiver.secret = webhook["secret"]
+        training = server.post("/trainings", {})
+        wait_for_status(server, training["id"], "succeeded")
+        server.process.kill()  # SIGKILL, right after the training finished
+        server.process.wait()
+        receiver.default = 200
+        already = len(receiver.received)
+        restarted = server_factory.restart(server)
+        deadline = time.monotonic() + 40  # a send cut short waits for its lease to run out
+        while not any(r.answered == 200 for r in receiver.received):
+            assert time.monotonic() < deadline, receiver.received
+            time.sleep(0.05)
+        time.sleep(0.5)
+        got = list(receiver.received)
+    assert len(got) > already
+    assert all(r.signed and r.event == "training.succeeded" for r in got)
+    assert len({r.delivery for r in got}) == 1  # the same delivery, retried
+    assert [r.answered for r in got].count(200) == 1
+    assert got[-1].json() == restarted.get(f"/trainings/{training['id']}")
+
+
+def test_an_api_only_node_sends_callbacks_and_refuses_hosts_not_allowed(server_factory):
+    server = server_factory(SCHEDULER_ENABLED="false", **SETTINGS)
+    status, body = post_status(server, "/trainings", {"callback_url": "http://10.9.9.9/x"})
+    assert status == 400
+    assert body["errors"] == {"callback_url": ["the host 10.9.9.9 is not in WEBHOOK_ALLOWED_HOSTS"]}
+    status, body = post_status(server, "/webhooks", {"url": "http://example.com/x"})
+    assert status == 400
+    assert "example.com" in body["errors"]["url"][0]
+    with Receiver() as receiver:
+        receiver.secret = CALLBACK_SECRET
+        training = server.post("/trainings", {"callback_url": receiver.url})
+        server.post(f"/trainings/{training['id']}/cancel")
+        (got,) = receiver.wait_for(1)
+    assert got.signed
+    assert got.event == "training.cancelled"
+    assert got.json()["status"] == "cancelled"
