@@ -43,7 +43,7 @@ def zone(name: str) -> ZoneInfo:
         if name == "localtime":  # the host's own zone, whichever: not one name for every node
             raise ValueError(name)
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a folder
         raise ValueError(f"{name!r} is not an IANA time zone name (e.g. Europe/Madrid)") from None
 
 

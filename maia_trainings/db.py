@@ -159,6 +159,7 @@ class Database:
             threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
         self._group_inserts: dict[str, GroupInsert] = {}
+        self._group_hooks: dict[str, BatchHook | None] = {}
         # Connections for read_now, one per thread, made on first use (see read_now).
         self._quick_engine: Engine | None = None
         self._quick = threading.local()
@@ -249,7 +250,11 @@ class Database:
         commit; what it returns is called once the batch is committed.
         """
         group = self._group_inserts.get(table.name)
+        if group is not None and self._group_hooks.get(table.name) is not written:
+            # Silently keeping the first hook would drop what the second caller's rows owe.
+            raise RuntimeError(f"the group insert of {table.name} has another hook")
         if group is None:
+            self._group_hooks.setdefault(table.name, written)
 
             def before_commit(
                 connection: Connection, batch: list[tuple[Any, dict[str, Any], Any]]

@@ -184,6 +184,17 @@ def _sort(raw: str, fields: Mapping[str, Field]) -> tuple[tuple[str, bool], ...]
     return tuple(order)
 
 
+# A list without filters or sorting: only _start and _limit (webhooks, their deliveries).
+UNFILTERED = Listed(object, {})
+
+
+def parse_page(args: MultiDict[str, str], *, default_limit: int) -> tuple[int, int | None]:
+    """``_start`` and ``_limit`` (-1: all) of a list that has no filters or sorting, read as
+    every list reads them; anything else is a 400 naming it."""
+    query = parse_list_query(args, default_limit=default_limit, of=UNFILTERED)
+    return query.start, query.limit
+
+
 def parse_list_query(
     args: MultiDict[str, str], *, default_limit: int, of: Listed = TRAININGS
 ) -> ListQuery:

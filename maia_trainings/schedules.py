@@ -30,7 +30,7 @@ from .errors import Conflict, NotFound
 from .fields import Field, Kind, Setter, show_value
 from .listing import Listed, ListQuery, list_rows
 from .models import MAX_ID, Schedule, Training, utcnow
-from .schemas import MetaText, _printable, plain_text
+from .schemas import MetaText, plain_text, printable
 from .trainings import create_training
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class ScheduleIn(Schema):
     class Meta:
         unknown = RAISE
 
-    name = fields.String(required=True, validate=[validate.Length(min=1, max=MAX_NAME), _printable])
+    name = fields.String(required=True, validate=[validate.Length(min=1, max=MAX_NAME), printable])
     cron = fields.String(required=True, validate=[validate.Length(max=MAX_CRON), _valid_cron])
     timezone = fields.String(
         load_default="UTC", validate=[validate.Length(max=MAX_TIMEZONE), _valid_timezone]
@@ -207,11 +207,15 @@ def update_schedule(
     """Apply a client's changes; fields sent with their current value count as unchanged.
 
     A new cron expression or time zone, or enabling, sets the next fire to the first after
-    ``now``; disabling clears it (the schedule is paused).
+    ``now``; disabling clears it (the schedule is paused). The name never changes (409), as a
+    training's uuid does not: its fires' trainings are named after it, and a fire made under
+    one name and again under another would be two trainings.
     """
     now = now or utcnow()
     current = get_schedule(session, schedule_id)
     changes = {name: value for name, value in fields.items() if value != getattr(current, name)}
+    if "name" in changes:
+        raise Conflict("a schedule's name cannot be changed; make a new schedule instead")
     if not changes:
         return current
     guard = Schedule.id == schedule_id
@@ -334,14 +338,15 @@ def _fire(session: Session, schedule: Schedule, now: datetime, grace: float) -> 
     training_id = None
     if plan.fire is not None:
         training_id = _make_training(session, schedule, cron, plan.fire, now)
-    missed = plan.fires - (plan.fire is not None)
+    made = training_id is not None
+    missed = plan.fires - made
     if missed and plan.last is not None:
-        missed -= _made_already(session, schedule, first, plan.last, made=plan.fire is not None)
+        missed -= _made_already(session, schedule, first, plan.last, made=made)
     values: dict[str, Any] = {
         "next_fire_at": plan.next_fire_at,
         "missed_fires": Schedule.missed_fires + missed,
     }
-    if plan.fire is not None:
+    if made:
         values.update(last_fired_at=plan.fire, last_training_id=training_id)
     with writing(session):
         result = session.execute(
@@ -359,7 +364,8 @@ def _fire(session: Session, schedule: Schedule, now: datetime, grace: float) -> 
             training_id,
             missed,
         )
-    return Fired(schedule.id, plan.fire, training_id, missed if moved_on else 0, moved_on)
+    fire = plan.fire if made else None
+    return Fired(schedule.id, fire, training_id, missed if moved_on else 0, moved_on)
 
 
 def _make_training(
@@ -375,9 +381,21 @@ def _make_training(
         )
     except Conflict:
         # Made from other fields: the schedule was edited between two nodes' attempts at this
-        # fire (or a client took the uuid). The fire has its training.
+        # fire, and the fire has its training; or a client took the uuid, and it has none.
         with reading(session):
-            return session.scalar(select(Training.id).where(Training.uuid == fields["uuid"]))
+            found = session.execute(
+                select(Training.id, Training.schedule_id).where(Training.uuid == fields["uuid"])
+            ).one_or_none()
+        if found is None or found.schedule_id != schedule.id:
+            log.warning(
+                "schedule %s (%s): the uuid %r of its fire is another training's; the fire "
+                "is counted as missed",
+                schedule.id,
+                schedule.name,
+                fields["uuid"],
+            )
+            return None
+        return int(found.id)
     return training.id
 
 

@@ -23,7 +23,7 @@ from .allowed_hosts import AllowedHosts, HostRefused
 from .errors import InvalidParams, PathOutside
 from .fields import METRICS, READ_ONLY_NAMES, parse_timestamp
 from .formats import NOT_XML_CHARACTERS
-from .models import FINAL_EVENTS, MAX_ID, WebhookEvent
+from .models import FINAL_EVENTS, WebhookEvent
 from .paths import check_relative_path, resolve_inside
 from .trainers import load_trainer, params_from_meta, trainer_settings, validate_params
 
@@ -76,7 +76,7 @@ def plain_text(value: str) -> None:
         raise ValidationError("Must not contain control characters or invalid Unicode.")
 
 
-def _printable(value: str) -> None:
+def printable(value: str) -> None:
     if not value.isprintable():
         raise ValidationError("Must contain printable characters only.")
 
@@ -114,7 +114,7 @@ class _TrainingInRules(Schema):
 # A training as a client sends it to POST /trainings or PUT /trainings/{id}.
 TrainingIn = _TrainingInRules.from_dict(
     {
-        "uuid": fields.String(validate=[validate.Length(min=1, max=128), _printable]),
+        "uuid": fields.String(validate=[validate.Length(min=1, max=128), printable]),
         # Metrics are results of a run: a client's values are checked, then ignored.
         **{
             metric.name: _finite(
@@ -262,18 +262,7 @@ class WebhookIn(Schema):
         return data
 
 
-class PageArgs(Schema):
-    """``_start`` and ``_limit`` (-1 for all) of a list that has no filters."""
-
-    class Meta:
-        unknown = RAISE
-
-    start = fields.Integer(data_key="_start", load_default=0, validate=validate.Range(0, MAX_ID))
-    limit = fields.Integer(data_key="_limit", validate=validate.Range(-1, MAX_ID))
-
-
 webhook_in = WebhookIn()
-page_args = PageArgs()
 
 
 def check_webhook_url(url: str, config: Mapping[str, Any], *, name: str) -> None:

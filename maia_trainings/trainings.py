@@ -131,8 +131,14 @@ def update_training(
         if "scheduled_at" in changes:
             changes.update(_queue_position(changes["scheduled_at"], now))
         guard = and_(guard, Training.status.in_(PENDING_STATUSES))
-    was = current.status  # read now: the UPDATE below refreshes ``current`` in the session
     with writing(session):
+        was = None
+        if "status" in changes:
+            # Its status as this transaction changes it (locked on PostgreSQL; SQLite's write
+            # transaction is alone): queued by a promotion meanwhile, it owes no second event.
+            was = session.scalar(
+                select(Training.status).where(Training.id == training_id).with_for_update()
+            )
         result = session.execute(
             update(Training).where(guard).values(**changes, updated_at=now, updated_by=actor)
         )

@@ -6,10 +6,10 @@ from typing import Any
 
 from flask import Response, current_app, request
 
-from .. import db, outbox, webhooks
+from .. import db, listing, outbox, webhooks
 from ..auth import can_read, current_actor
 from ..formats import parse_body, render
-from ..schemas import check_webhook_url, page_args, webhook_in
+from ..schemas import check_webhook_url, webhook_in
 from . import bp
 from .trainings import parse_id, writes
 
@@ -23,9 +23,10 @@ def _load(partial: bool = False) -> dict[str, Any]:
 
 
 def _page() -> dict[str, Any]:
-    paging: dict[str, Any] = page_args.load(request.args.to_dict())
-    limit = paging.get("limit", current_app.config["DEFAULT_PAGE_SIZE"])
-    return {"start": paging["start"], "limit": None if limit == -1 else limit}
+    start, limit = listing.parse_page(
+        request.args, default_limit=current_app.config["DEFAULT_PAGE_SIZE"]
+    )
+    return {"start": start, "limit": limit}
 
 
 @bp.post("/webhooks")

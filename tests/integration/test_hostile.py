@@ -273,6 +273,9 @@ def hostile(
         SCHEDULER_ENABLED="false",
         # Many cases fail authentication on purpose; the back-off is not what they test.
         AUTH_FAILURES_ALLOWED="1000000",
+        # Webhooks may reach this box only: the cases naming other hosts are refused for that.
+        WEBHOOK_ALLOWED_HOSTS='["127.0.0.1"]',
+        WEBHOOK_CALLBACK_SECRET="hostile-callback-secret",
     )
     try:
         out = subprocess.run(

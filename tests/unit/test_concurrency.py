@@ -48,10 +48,10 @@ def test_concurrent_creates_without_a_writer_lock_each_get_their_own_row(app, au
 def test_more_concurrent_creates_than_a_batch_holds_are_all_written(app, auth):
     # A caller whose row did not fit in the batch it committed goes round again: none is
     # left waiting for a commit nobody will make (a hang, before 2026-12-02).
-    from maia_trainings import db
+    from maia_trainings import db, outbox
     from maia_trainings.models import TRAININGS
 
-    db.database(app).group_insert(TRAININGS).batch_limit = 2
+    db.database(app).group_insert(TRAININGS, written=outbox.record_created).batch_limit = 2
     start = threading.Barrier(16)
     answers: list[int] = []
 

@@ -425,3 +425,27 @@ def test_a_nul_in_a_text_filter_is_a_400_naming_it(client, auth, path):
 
     assert response.status_code == 400
     assert set(response.get_json()["errors"]) == {"uuid_eq" if path != "/schedules" else "name"}
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("_start=1&_start=2", "_start"),
+        ("_limit=-2", "_limit"),
+        ("_limit=abc", "_limit"),
+        ("url=x", "url"),
+        ("_sort=id", "_sort"),
+    ],
+)
+def test_lists_without_filters_read_paging_as_every_list_does(client, auth, query, field):
+    response = client.get(f"/webhooks?{query}", headers=auth)
+
+    assert response.status_code == 400
+    assert set(response.get_json()["errors"]) == {field}
+
+
+def test_lists_without_filters_page(client, auth):
+    response = client.get("/webhooks?_start=0&_limit=-1", headers=auth)
+
+    assert response.status_code == 200
+    assert response.get_json() == []

@@ -19,7 +19,7 @@ from maia_trainings import claim_loop, db, dispatcher, schedules
 from maia_trainings.cron import Cron
 from maia_trainings.fields import format_timestamp
 from maia_trainings.models import Schedule, Training, utcnow
-from maia_trainings.trainings import create_training
+from maia_trainings.trainings import create_training, get_training
 
 SHOWN = [
     "id",
@@ -119,6 +119,8 @@ def test_a_new_schedule_is_shown_with_its_next_fire(client, auth):
         ({"cron": "@yearly"}, "cron", "@hourly"),
         ({"timezone": "Mars/Olympus"}, "timezone", "IANA"),
         ({"timezone": "localtime"}, "timezone", "IANA"),
+        ({"timezone": "Europe"}, "timezone", "IANA"),  # a folder of the zone database
+        ({"timezone": "Etc"}, "timezone", "IANA"),
         ({"name": "n" * 91}, "name", "90"),
         ({"name": ""}, "name", "1"),
         ({"name": "tab\there"}, "name", "printable"),
@@ -200,9 +202,13 @@ def test_put_changes_fields_and_a_new_cron_moves_the_next_fire(client, auth):
     bad = client.put(path, json={"timezone": "Nowhere/Land"}, headers=auth)
     assert bad.status_code == 400
     assert "timezone" in bad.json["errors"]
+    # The name names its fires' trainings: it never changes (another schedule's or a new one).
     taken = post(client, auth, name="other", cron="@daily")
-    clash = client.put(f"/schedules/{taken['id']}", json={"name": "nightly"}, headers=auth)
-    assert clash.status_code == 409
+    for name in ("nightly", "renamed"):
+        clash = client.put(f"/schedules/{taken['id']}", json={"name": name}, headers=auth)
+        assert clash.status_code == 409
+        assert "name" in clash.json["message"]
+    assert client.get(f"/schedules/{taken['id']}", headers=auth).json["name"] == "other"
 
 
 def test_pause_and_resume(client, auth):
@@ -661,3 +667,24 @@ def test_cli_add_refuses_a_taken_name(runner):
     result = cli(runner, "add", "x", "@hourly")
     assert result.exit_code == 1
     assert "already exists" in result.output
+
+
+def test_a_fire_whose_uuid_a_client_took_is_missed_not_adopted(app):
+    schedule_id = add(app, utc(2026, 1, 1, 12), name="daily", cron="@daily")
+    with db.database(app).session() as session:
+        squatter, _ = create_training(
+            session, {"uuid": "daily@2026-01-02T00:00:00Z"}, actor="someone"
+        )
+    [done] = fire(app, utc(2026, 1, 2, 0, 0, 1))
+    assert done.training_id is None
+    assert uuids(app, schedule_id) == []
+    shown = stored(app, schedule_id)
+    assert shown["missed_fires"] == 1
+    assert shown["last_training_id"] is None
+    assert shown["next_fire_at"] == "2026-01-03T00:00:00.000Z"
+    # The client's training is left as it was, not made the schedule's.
+    with db.database(app).session() as session:
+        assert get_training(session, squatter.id).schedule_id is None
+    # The next fire is made as usual.
+    fire(app, utc(2026, 1, 3, 0, 0, 1))
+    assert uuids(app, schedule_id) == ["daily@2026-01-03T00:00:00Z"]
