@@ -184,14 +184,18 @@ _DUE_BY = and_(
     WebhookDelivery.next_attempt_at <= bindparam("due_by"),
 )
 _FIRST_DUE = (
-    select(WebhookDelivery.id)
+    select(WebhookDelivery.id, WebhookDelivery.attempts)
     .where(_DUE_BY)
     .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
     .limit(1)
 )
 _CLAIM = (
     update(WEBHOOK_DELIVERIES)
-    .where(WebhookDelivery.id == bindparam("claimed_id"), _DUE_BY)
+    .where(
+        WebhookDelivery.id == bindparam("claimed_id"),
+        _DUE_BY,
+        WebhookDelivery.attempts < bindparam("max_attempts"),
+    )
     .values(
         attempts=WebhookDelivery.attempts + 1,
         lease_owner=bindparam("claimed_by"),
@@ -200,6 +204,25 @@ _CLAIM = (
         updated_at=bindparam("now"),
     )
     .returning(*WEBHOOK_DELIVERIES.columns)
+)
+# Due with its attempts used up: its last attempt was never recorded (its sender died, or
+# could not write), and its lease ran out. It is failed, never handed out again.
+_GIVE_UP = (
+    update(WEBHOOK_DELIVERIES)
+    .where(
+        WebhookDelivery.id == bindparam("claimed_id"),
+        _DUE_BY,
+        WebhookDelivery.attempts >= bindparam("max_attempts"),
+    )
+    .values(
+        status=DeliveryStatus.FAILED,
+        next_attempt_at=None,
+        lease_owner=None,
+        lease_expires_at=None,
+        last_status_code=None,
+        last_error="its last attempt never finished: its sender stopped before recording it",
+        updated_at=bindparam("now"),
+    )
 )
 _SECRET = select(Webhook.secret).where(Webhook.id == bindparam("webhook_id"))
 _HELD = and_(
@@ -242,6 +265,7 @@ def claim_delivery(
     owner: str,
     *,
     lease_seconds: float,
+    max_attempts: int,
     due_by: datetime | None = None,
     now: datetime | None = None,
 ) -> Claimed | None:
@@ -250,23 +274,27 @@ def claim_delivery(
     As ``queue.claim_next``: a read first (most looks find nothing), then one write
     transaction that takes the row ``FOR UPDATE SKIP LOCKED`` (PostgreSQL: senders on other
     nodes skip it) and claims it with a conditional UPDATE whose row decides the winner.
+    A due delivery that had its ``max_attempts`` already is failed instead (its last attempt
+    was never recorded), and the next one looked for: none is attempted more often.
     """
     now = now or utcnow()
-    params = {"due_by": min(due_by or now, now)}
+    params = {"due_by": min(due_by or now, now), "max_attempts": max_attempts, "now": now}
     with reading(session):
-        if session.scalar(_FIRST_DUE, params) is None:
+        if session.execute(_FIRST_DUE, params).first() is None:
             return None
     while True:
         with writing(session):
-            delivery_id = session.scalar(_FIRST_DUE.with_for_update(skip_locked=True), params)
-            if delivery_id is None:
+            due = session.execute(_FIRST_DUE.with_for_update(skip_locked=True), params).first()
+            if due is None:
                 return None
+            if due.attempts >= max_attempts:
+                session.execute(_GIVE_UP, {**params, "claimed_id": due.id})
+                continue
             row = session.execute(
                 _CLAIM,
                 {
                     **params,
-                    "now": now,
-                    "claimed_id": delivery_id,
+                    "claimed_id": due.id,
                     "claimed_by": owner,
                     "claimed_until": now + timedelta(seconds=lease_seconds),
                 },

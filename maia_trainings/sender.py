@@ -6,39 +6,41 @@ holds a training worker or an HTTP thread. It is woken at once when this process
 deliveries, and otherwise looks once a second (one indexed read), which is how it finds what
 other processes wrote, retries coming due, and deliveries whose sender died mid-send (their
 lease ran out). Each attempt is one request: to the address checked against
-WEBHOOK_ALLOWED_HOSTS just before (allowed_hosts), WEBHOOK_TIMEOUT seconds at most, no
+WEBHOOK_ALLOWED_HOSTS just before (allowed_hosts), within WEBHOOK_TIMEOUT seconds in all,
+resolving the name included (a watchdog shuts the connection down at the deadline), no
 redirect followed and no retry of urllib3's own; a 2xx answer delivers, anything else is
-retried with back-off up to WEBHOOK_MAX_ATTEMPTS. ``run-pending`` makes one pass instead
-(:func:`deliver_due`).
+retried with back-off up to WEBHOOK_MAX_ATTEMPTS, never more (outbox.claim_delivery).
+``run-pending`` makes one pass instead (:func:`deliver_due`).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import hmac
 import logging
 import os
+import socket
+import ssl
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import urllib3
 from flask import Flask
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import (
     ConnectTimeoutError,
-    HTTPError,
     NewConnectionError,
     ReadTimeoutError,
     SSLError,
 )
 
-from . import db, outbox
-from .allowed_hosts import AllowedHosts, HostRefused
+from . import db, outbox, runner
+from .allowed_hosts import AllowedHosts, HostRefused, Target
 from .models import utcnow
 from .outbox import AttemptResult, Claimed
 
@@ -49,8 +51,11 @@ USER_AGENT = "maia-trainings-webhooks/1"
 SENDING_THREADS = 4
 # Seconds between looks for deliveries this process was not told of.
 POLL_SECONDS = 1.0
-# A claim outlives the longest attempt by this much before another sender may take it.
+# A claim outlives the longest attempt (WEBHOOK_TIMEOUT, resolving included: a hard deadline)
+# by this much before another sender may take it: time to record the attempt.
 LEASE_MARGIN = 10.0
+# webhook_attempts.node is String(64).
+NODE_LENGTH = 64
 
 Clock = Callable[[], datetime]
 
@@ -75,7 +80,7 @@ class SendSettings:
             retry_delay=float(config["WEBHOOK_RETRY_DELAY"]),
             timeout=float(config["WEBHOOK_TIMEOUT"]),
             callback_secret=config["WEBHOOK_CALLBACK_SECRET"] or None,
-            node=str(config["NODE_NAME"]),
+            node=str(config["NODE_NAME"])[:NODE_LENGTH],
         )
 
     @property
@@ -91,13 +96,14 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def _describe(exc: BaseException, timeout: float) -> str:
-    """An error as recorded on the attempt: what went wrong, never the request's secret."""
-    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError) or "timed out" in str(exc):
-        return f"no answer within {timeout:g} s"
-    if isinstance(exc, NewConnectionError):
+    """An error as recorded on the attempt: what went wrong (the caller removes any secret)."""
+    # Before the timeouts: urllib3's NewConnectionError is a ConnectTimeoutError.
+    if isinstance(exc, NewConnectionError) and not isinstance(exc.__cause__, TimeoutError):
         reason = exc.__cause__ or exc.__context__
         return f"could not connect: {reason if reason is not None else exc}"
-    if isinstance(exc, SSLError):
+    if isinstance(exc, TimeoutError | ConnectTimeoutError | ReadTimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, SSLError | ssl.SSLError):
         return f"TLS failed: {exc}"
     return f"the request failed: {type(exc).__name__}: {exc}"
 
@@ -106,7 +112,8 @@ def send(
     settings: SendSettings, claimed: Claimed, *, clock: Callable[[], float] = time.time
 ) -> AttemptResult:
     """One attempt at ``claimed``: check the host, resolve it, POST the signed body to the
-    checked address. Never raises: a refusal or a failure is the result's error."""
+    checked address, all within WEBHOOK_TIMEOUT. Never raises: a refusal or a failure,
+    whatever it is, is the result's error."""
     secret = claimed.secret if claimed.webhook_id is not None else settings.callback_secret
     if secret is None:
         reason = (
@@ -115,62 +122,109 @@ def send(
             else "WEBHOOK_CALLBACK_SECRET is not set"
         )
         return AttemptResult(None, f"not sent: {reason}", None)
+    started = time.monotonic()
+    deadline = started + settings.timeout
     try:
-        target, address = settings.allowed.resolve(claimed.url)
+        target, address = settings.allowed.resolve(claimed.url, timeout=settings.timeout)
+        body = claimed.payload.encode()
+        headers = {
+            "Host": target.host_header,
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Maia-Event": claimed.event,
+            "X-Maia-Delivery": claimed.delivery_uuid,
+            "X-Maia-Signature": signature(secret, int(clock()), body),
+        }
+        status = _post(target, address, body, headers, deadline)
     except HostRefused as exc:
         return AttemptResult(None, f"not sent: {exc}", None)
-    body = claimed.payload.encode()
-    headers = {
-        "Host": target.host_header,
-        "Content-Type": "application/json",
-        "User-Agent": USER_AGENT,
-        "X-Maia-Event": claimed.event,
-        "X-Maia-Delivery": claimed.delivery_uuid,
-        "X-Maia-Signature": signature(secret, int(clock()), body),
-    }
-    timeout = urllib3.Timeout(total=settings.timeout)
-    pool: urllib3.HTTPConnectionPool
-    # Connected to the checked address; the name goes only in the Host header and TLS (SNI,
-    # certificate check), so a second DNS answer cannot send the request elsewhere.
-    if target.scheme == "https":
-        named = target.literal is None
-        pool = urllib3.HTTPSConnectionPool(
-            address,
-            target.port,
-            timeout=timeout,
-            retries=False,
-            maxsize=1,
-            server_hostname=target.host if named else None,
-            assert_hostname=target.host if named else None,
-        )
-    else:
-        pool = urllib3.HTTPConnectionPool(
-            address, target.port, timeout=timeout, retries=False, maxsize=1
-        )
-    started = time.monotonic()
-    try:
-        response = pool.urlopen(
-            "POST",
-            target.path,
-            body=body,
-            headers=headers,
-            redirect=False,
-            retries=False,
-            assert_same_host=False,
-            preload_content=False,
-        )
-        status = response.status
-        response.release_conn()
-    except (HTTPError, OSError) as exc:
-        return AttemptResult(None, _describe(exc, settings.timeout), _since(started))
-    finally:
-        pool.close()
+    except Exception as exc:
+        error = _describe(exc, settings.timeout)
+        for kept in (secret, settings.callback_secret):
+            if kept:
+                error = error.replace(kept, "[secret]")
+        return AttemptResult(None, error, _since(started))
     duration = _since(started)
     if 200 <= status < 300:
         return AttemptResult(status, None, duration)
     if 300 <= status < 400:
         return AttemptResult(status, f"answered {status}; redirects are not followed", duration)
     return AttemptResult(status, f"answered {status}", duration)
+
+
+def _post(
+    target: Target, address: str, body: bytes, headers: dict[str, str], deadline: float
+) -> int:
+    """POST to ``address`` (checked) and return the answer's status, by ``deadline`` (time's
+    monotonic clock): TimeoutError once it passes, however slowly the receiver answers."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("resolving took the attempt's time")
+    connection: HTTPConnection
+    # Connected to the checked address; the name goes only in the Host header and TLS (SNI,
+    # certificate check), so a second DNS answer cannot send the request elsewhere.
+    if target.scheme == "https":
+        named = target.literal is None
+        connection = HTTPSConnection(
+            address,
+            target.port,
+            timeout=left,
+            server_hostname=target.host if named else None,
+            assert_hostname=target.host if named else None,
+        )
+    else:
+        connection = HTTPConnection(address, target.port, timeout=left)
+    # The socket timeout bounds each step (connecting, each read), not their sum: a receiver
+    # sending a byte now and then would hold the attempt for ever. The watchdog cuts it.
+    watchdog = _Watchdog(connection, left)
+    try:
+        connection.connect()
+        connection.request("POST", target.path, body=body, headers=headers, preload_content=False)
+        status = connection.getresponse().status
+    except Exception as exc:
+        if watchdog.finish():
+            raise TimeoutError("cut at the deadline") from exc
+        raise
+    finally:
+        watchdog.finish()
+        connection.close()
+    # A head cut short ends like a complete one (http.client reads the end of the stream as
+    # the end of the headers): an answer is one only if it came in time.
+    if watchdog.fired:
+        raise TimeoutError("cut at the deadline")
+    return status
+
+
+class _Watchdog:
+    """Shuts a connection's socket down when its time is up, so whatever reads or writes it
+    (the request, TLS, the answer's head) stops at once."""
+
+    def __init__(self, connection: HTTPConnection, seconds: float) -> None:
+        self.fired = False
+        self._connection = connection
+        self._finished = False
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+        self._timer.name = "maia-send-deadline"
+        self._timer.start()
+
+    def _cut(self) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self.fired = True
+            sock = self._connection.sock
+            if sock is not None:  # still connecting: the connect timeout ends it
+                with contextlib.suppress(OSError):  # closed meanwhile
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def finish(self) -> bool:
+        """Stand down (the connection is done with); whether it fired first."""
+        with self._lock:
+            self._finished = True
+        self._timer.cancel()
+        return self.fired
 
 
 def _since(started: float) -> float:
@@ -192,7 +246,7 @@ class Sender:
         self.database = db.database(app)
         self.clock = clock
         self.threads = threads
-        self.owner = f"{self.settings.node}:{self.pid}:{uuid.uuid4().hex[:8]}"
+        self.owner = runner.new_owner(self.settings.node)
         self._slots = threading.BoundedSemaphore(threads)
         self._pool: ThreadPoolExecutor | None = None
         self._woken = threading.Event()
@@ -218,6 +272,7 @@ class Sender:
                 session,
                 self.owner,
                 lease_seconds=self.settings.lease_seconds,
+                max_attempts=self.settings.max_attempts,
                 due_by=due_by,
                 now=self.clock(),
             )

@@ -42,7 +42,8 @@ def post_status(server: Server, path: str, body: dict) -> tuple[int, dict]:
 
 
 def test_the_receiver_sees_retries_with_one_delivery_id(server_factory):
-    server = server_factory(**SETTINGS)
+    # A node name as long as a Kubernetes pod's: cut to fit the lease and the attempt.
+    server = server_factory(NODE_NAME=json.dumps("n" * 100), **SETTINGS)
     with Receiver(answers=[500, 500]) as receiver:
         webhook = server.post("/webhooks", {"url": receiver.url})
         receiver.secret = webhook["secret"]
@@ -61,6 +62,7 @@ def test_the_receiver_sees_retries_with_one_delivery_id(server_factory):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert [a["status_code"] for a in listed[0]["attempts"]] == [500, 500, 200]
+    assert {a["node"] for a in listed[0]["attempts"]} == {"n" * 64}
 
 
 def test_an_event_is_delivered_after_the_server_is_killed(server_factory):

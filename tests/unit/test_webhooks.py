@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from datetime import timedelta
 
@@ -317,13 +318,15 @@ def test_a_delivery_is_claimed_once_until_its_lease_runs_out(hooks, client, auth
     run_to_success(hooks, client, auth)
     now = utcnow()
     with db.database(hooks).session() as session:
-        first = outbox.claim_delivery(session, "a", lease_seconds=10, now=now)
+        first = outbox.claim_delivery(session, "a", lease_seconds=10, max_attempts=8, now=now)
         assert first is not None
         assert first.attempts == 1
-        assert outbox.claim_delivery(session, "b", lease_seconds=10, now=now) is None
+        assert (
+            outbox.claim_delivery(session, "b", lease_seconds=10, max_attempts=8, now=now) is None
+        )
         # Its sender died mid-send: the lease runs out and another takes it up.
         later = now + timedelta(seconds=11)
-        second = outbox.claim_delivery(session, "b", lease_seconds=10, now=later)
+        second = outbox.claim_delivery(session, "b", lease_seconds=10, max_attempts=8, now=later)
         assert second is not None
         assert second.delivery_uuid == first.delivery_uuid
         assert second.attempts == 2
@@ -409,6 +412,11 @@ def test_xml_and_form_bodies(hooks, client, auth):
         ({"url": "ftp://127.0.0.1/hook"}, "url"),
         ({"url": "http://user:pw@127.0.0.1/hook"}, "url"),
         ({"url": "http://127.0.0.1:99999/hook"}, "url"),
+        ({"url": "http://127.0.0.1 /hook"}, "url"),
+        ({"url": "http://127.0.0.1\u3000/hook"}, "url"),
+        ({"url": "http://127.0.0.1/a b"}, "url"),
+        ({"url": "http://127.0.0.1/caf\u00e9"}, "url"),
+        ({"url": "http://[::ffff:127.0.0.2]/hook"}, "url"),
         ({}, "url"),
         ({"url": "http://127.0.0.1/", "events": ["training.exploded"]}, "events"),
         ({"url": "http://127.0.0.1/", "events": []}, "events"),
@@ -545,8 +553,8 @@ def test_a_listed_name_is_pinned_to_the_address_it_resolved_to(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: answers.pop(0))
     for _refused in range(2):
         with pytest.raises(HostRefused):
-            allowed.resolve("http://hooks.example.com/x")
-    target, address = allowed.resolve("http://hooks.example.com/x")
+            allowed.resolve("http://hooks.example.com/x", timeout=1)
+    target, address = allowed.resolve("http://hooks.example.com/x", timeout=1)
     assert address == "192.0.2.7"
     assert target.host_header == "hooks.example.com"
 
@@ -576,7 +584,8 @@ def test_a_listed_name_is_connected_to_at_its_checked_address(hooks, client, aut
             return real(host, port, *args, **kwargs)
 
         monkeypatch.setattr(socket, "getaddrinfo", resolve)
-        hooks.config["WEBHOOK_ALLOWED_HOSTS"] = ["hooks.test"]
+        # A loopback address is reached only when a listed network holds it.
+        hooks.config["WEBHOOK_ALLOWED_HOSTS"] = ["hooks.test", "127.0.0.1"]
         subscribe(client, auth, f"http://hooks.test:{receiver.port}/named")
         run_to_success(hooks, client, auth)
         assert sender.deliver_due(hooks).delivered == 1
@@ -584,3 +593,264 @@ def test_a_listed_name_is_connected_to_at_its_checked_address(hooks, client, aut
     assert looked_up == ["hooks.test"]  # resolved once, by the check
     assert got.headers["Host"] == f"hooks.test:{receiver.port}"
     assert got.path == "/named"
+
+
+def test_every_address_a_name_resolves_to_is_checked(monkeypatch):
+    answer = [
+        "0.0.0.0",
+        "224.0.0.1",
+        "169.254.169.254",  # cloud metadata
+        "fe80::1",
+        "127.0.0.1",
+        "::1",
+        "::ffff:127.0.0.1",
+        "2002:7f00:1::1",  # 6to4 around 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 around 169.254.169.254
+        "240.0.0.1",
+        "10.0.0.5",
+        "fd00::5",
+    ]
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda *a, **k: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, 80)) for ip in answer],
+    )
+    url = "http://hooks.example.com/x"
+    assert AllowedHosts.parse(["hooks.example.com"]).resolve(url, timeout=1)[1] == "10.0.0.5"
+    metadata = AllowedHosts.parse(["hooks.example.com", "169.254.0.0/16"])
+    assert metadata.resolve(url, timeout=1)[1] == "169.254.169.254"
+    del answer[-2:]  # no private address left
+    with pytest.raises(HostRefused) as refused:
+        AllowedHosts.parse(["hooks.example.com"]).resolve(url, timeout=1)
+    message = str(refused.value)
+    assert "0.0.0.0, an unspecified address" in message
+    assert "169.254.169.254, a link-local address" in message
+    assert "2002:7f00:1::1, a loopback address (127.0.0.1)" in message
+    assert "64:ff9b::a9fe:a9fe, a link-local address (169.254.169.254)" in message
+    assert "240.0.0.1, a reserved address" in message
+    # Listing 0.0.0.0/0 lets a listed name reach every address but the never-reached ones.
+    everywhere = AllowedHosts.parse(["hooks.example.com", "0.0.0.0/0"])
+    assert everywhere.resolve(url, timeout=1)[1] == "169.254.169.254"
+
+
+def test_an_ip_literal_is_judged_as_the_ipv4_address_it_carries():
+    url = "http://[::ffff:127.0.0.1]:8080/x"
+    with pytest.raises(HostRefused, match="not in WEBHOOK_ALLOWED_HOSTS"):
+        AllowedHosts.parse(["localhost"]).check_url(url)
+    for listed in (["::/0"], ["::ffff:0:0/96", "10.0.0.0/8"]):
+        with pytest.raises(HostRefused, match="a loopback address"):
+            AllowedHosts.parse(listed).check_url(url)
+    target = AllowedHosts.parse(["127.0.0.0/8"]).check_url(url)
+    assert target.host_header == "[::ffff:127.0.0.1]:8080"
+    assert str(target.literal) == "::ffff:7f00:1"
+    everywhere = AllowedHosts.parse(["0.0.0.0/0", "::/0"])
+    for never in ("http://0.0.0.0/", "http://[::]/", "http://224.0.0.1/", "http://[ff02::1]/"):
+        with pytest.raises(HostRefused, match="never reached"):
+            everywhere.check_url(never)
+    assert everywhere.check_url("http://10.1.2.3/").host == "10.1.2.3"
+
+
+def test_a_name_resolving_to_loopback_is_refused_unless_its_network_is_listed(hooks, client, auth):
+    hooks.config["WEBHOOK_ALLOWED_HOSTS"] = ["localhost"]
+    with Receiver() as receiver:
+        webhook = subscribe(client, auth, f"http://localhost:{receiver.port}/hook")
+        run_to_success(hooks, client, auth)
+        sent = sender.deliver_due(hooks)
+        assert (sent.attempted, sent.delivered) == (1, 0)
+        assert receiver.received == []
+        (refused,) = deliveries(client, auth, webhook["id"])
+        assert refused["status"] == "pending"
+        assert refused["attempts"][0]["status_code"] is None
+        assert "127.0.0.1, a loopback address" in refused["attempts"][0]["error"]
+        hooks.config["WEBHOOK_ALLOWED_HOSTS"] = ["localhost", "127.0.0.0/8"]
+        time.sleep(0.25)  # its retry comes due
+        assert sender.deliver_due(hooks).delivered == 1
+        (got,) = receiver.received
+    assert got.headers["Host"] == f"localhost:{receiver.port}"
+
+
+def test_an_internationalised_name_is_sent_in_its_ascii_form(hooks, client, auth, monkeypatch):
+    real = socket.getaddrinfo
+    encoded = "xn--r8jz45g.jp"
+
+    def resolve(host, port, *args, **kwargs):
+        if host in ("例え.jp", encoded):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    hooks.config["WEBHOOK_ALLOWED_HOSTS"] = ["例え.jp", "127.0.0.1"]
+    with Receiver() as receiver:
+        subscribe(client, auth, f"http://例え.JP:{receiver.port}/hook")
+        run_to_success(hooks, client, auth)
+        assert sender.deliver_due(hooks).delivered == 1
+        (got,) = receiver.received
+    assert got.headers["Host"] == f"{encoded}:{receiver.port}"
+    allowed = AllowedHosts.parse(["例え.jp", "bad name"])
+    assert allowed.names == frozenset({encoded})
+    assert allowed.check_url(f"http://{encoded.upper()}/").host == encoded
+    for refused in ("http://a..b/", "http://a_b%2f.c/", "http://" + "x" * 64 + ".jp/"):
+        with pytest.raises(HostRefused, match="not a valid host name"):
+            allowed.check_url(refused)
+
+
+def test_any_failure_of_an_attempt_is_recorded_without_the_secret(hooks, client, auth, monkeypatch):
+    with Receiver() as receiver:
+        webhook = subscribe(client, auth, receiver.url)
+
+        def fail(self, *args, **kwargs):
+            raise RuntimeError(f"unexpected, {webhook['secret']} included")
+
+        monkeypatch.setattr("urllib3.connection.HTTPConnection.request", fail)
+        run_to_success(hooks, client, auth)
+        assert sender.deliver_due(hooks).attempted == 1
+        assert receiver.received == []
+    (failed,) = deliveries(client, auth, webhook["id"])
+    assert failed["status"] == "pending"  # tried again later
+    assert failed["attempts"][0]["error"] == (
+        "the request failed: RuntimeError: unexpected, [secret] included"
+    )
+    assert webhook["secret"] not in json.dumps(failed)
+
+
+def test_a_delivery_is_never_handed_out_beyond_webhook_max_attempts(hooks, client, auth):
+    """A sender that dies mid-send (or cannot record) leaves its delivery to its lease's end:
+    at the last attempt, that ends it, failed."""
+    webhook = subscribe(client, auth, "http://127.0.0.1:9/x")
+    run_to_success(hooks, client, auth)
+    now = utcnow()
+    with db.database(hooks).session() as session:
+        for attempt in (1, 2):
+            at = now + timedelta(seconds=11 * (attempt - 1))
+            claimed = outbox.claim_delivery(session, "a", lease_seconds=10, max_attempts=2, now=at)
+            assert claimed is not None
+            assert claimed.attempts == attempt
+        after = now + timedelta(seconds=22)
+        assert outbox.claim_delivery(session, "a", lease_seconds=10, max_attempts=2, now=after) is (
+            None
+        )
+    (failed,) = deliveries(client, auth, webhook["id"])
+    assert failed["status"] == "failed"
+    assert failed["attempt_count"] == 2
+    assert failed["next_attempt_at"] is None
+    assert "never finished" in failed["last_error"]
+
+
+def test_a_long_node_name_fits_the_lease_and_the_attempt(hooks, client, auth):
+    """NODE_NAME as long as a Kubernetes pod's: the lease owner and the attempt's node are
+    String(64) (PostgreSQL refuses longer ones)."""
+    hooks.config["NODE_NAME"] = "n" * 100
+    with Receiver() as receiver:
+        webhook = subscribe(client, auth, receiver.url)
+        run_to_success(hooks, client, auth)
+        made = sender.Sender(hooks)
+        assert len(made.owner) <= 64
+        assert made.owner.startswith("n" * 24 + ":")
+        assert sender.deliver_due(hooks).delivered == 1
+    (delivered,) = deliveries(client, auth, webhook["id"])
+    assert delivered["attempts"][0]["node"] == "n" * 64
+
+
+# Time limits --------------------------------------------------------------------------------
+
+
+class Dripper:
+    """A receiver on 127.0.0.1 that answers each request's head one line every ``every``
+    seconds, for ``lasting`` seconds at most; ``connected`` is set at the first connection."""
+
+    def __init__(self, every: float = 0.3, lasting: float = 20) -> None:
+        self.every = every
+        self.lasting = lasting
+        self.connected = threading.Event()
+        self._closing = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self._closing.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        self.connected.set()
+        ends = time.monotonic() + self.lasting
+        with conn:
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                line = 0
+                while time.monotonic() < ends and not self._closing.wait(self.every):
+                    conn.sendall(f"X-Drip-{line}: .\r\n".encode())
+                    line += 1
+            except OSError:
+                return  # the sender hung up
+
+    def __enter__(self) -> Dripper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closing.set()
+        self._listener.close()
+
+
+def test_an_attempt_ends_at_webhook_timeout_however_slowly_the_answer_comes(hooks, client, auth):
+    hooks.config["WEBHOOK_TIMEOUT"] = 1
+    with Dripper() as dripper:
+        webhook = subscribe(client, auth, dripper.url)
+        run_to_success(hooks, client, auth)
+        started = time.monotonic()
+        sent = sender.deliver_due(hooks)
+        took = time.monotonic() - started
+    assert (sent.attempted, sent.delivered) == (1, 0)
+    assert took < 3
+    (late,) = deliveries(client, auth, webhook["id"])
+    assert late["attempts"][0]["error"] == "no answer within 1 s"
+    assert 900 <= late["attempts"][0]["duration_ms"] < 3000
+
+
+def test_a_sender_stops_promptly_while_a_receiver_drips(hooks, client, auth, running_sender):
+    hooks.config["WEBHOOK_TIMEOUT"] = 1
+    with Dripper() as dripper:
+        webhook = subscribe(client, auth, dripper.url)
+        made = running_sender()
+        run_to_success(hooks, client, auth)
+        assert dripper.connected.wait(5)
+        started = time.monotonic()
+        made.stop()
+        assert time.monotonic() - started < 3
+    (late,) = deliveries(client, auth, webhook["id"])
+    assert late["attempts"][0]["error"] == "no answer within 1 s"
+
+
+def test_a_resolution_that_does_not_finish_is_refused_in_time(monkeypatch):
+    def hang(*args, **kwargs):
+        time.sleep(3)
+        raise socket.gaierror("too late")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hang)
+    started = time.monotonic()
+    with pytest.raises(HostRefused, match=r"could not be resolved within 0\.5 s"):
+        AllowedHosts.parse(["slow.test"]).resolve("http://slow.test/", timeout=0.5)
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_refused_connection_is_not_called_a_timeout():
+    settings = sender.SendSettings(
+        allowed=AllowedHosts.parse(["127.0.0.1"]),
+        max_attempts=1,
+        retry_delay=1,
+        timeout=2,
+        callback_secret=CALLBACK_SECRET,
+        node="n",
+    )
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    claimed = outbox.Claimed(1, "d", None, f"http://127.0.0.1:{port}/x", "e", "{}", 1, None)
+    result = sender.send(settings, claimed)
+    assert result.error is not None
+    assert result.error.startswith("could not connect:")
