@@ -324,6 +324,12 @@ def run_pending_command(workers: int | None, limit: int | None, horizon: float) 
             shutdown=shutdown,
             on_finished=report.finished,
         )
+    # The webhook deliveries due now (these trainings' events among them), each attempted
+    # once: cron-driven installations have no sender running between passes. Said before the
+    # summary, which stays the last line (scripts read it).
+    sent = sender.deliver_due(app)
+    if sent.attempted:
+        click.echo(f"{sent.delivered} of {sent.attempted} webhook deliveries delivered.")
     left_as = Counter(outcome.status if outcome else None for outcome in outcomes.values())
     click.echo(
         f"{len(outcomes)} trainings run: "
@@ -332,11 +338,6 @@ def run_pending_command(workers: int | None, limit: int | None, horizon: float) 
         f"{left_as[Status.QUEUED]} back in the queue, "
         f"{left_as[None]} cancelled."
     )
-    # The webhook deliveries due now (these trainings' events among them), each attempted
-    # once: cron-driven installations have no sender running between passes.
-    sent = sender.deliver_due(app)
-    if sent.attempted:
-        click.echo(f"{sent.delivered} of {sent.attempted} webhook deliveries delivered.")
     sys.exit(1 if left_as[Status.FAILED] or left_as[Status.QUEUED] else 0)
 
 

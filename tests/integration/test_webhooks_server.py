@@ -8,8 +8,9 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import Server
-from receiver import Receiver
+from conftest import SAMPLE_TRAINER, Server
+from helpers import create, run_pending, summary
+from receiver import Receiver, verify
 
 CALLBACK_SECRET = "callback-secret-for-tests"
 SETTINGS = {
@@ -107,3 +108,35 @@ def test_an_api_only_node_sends_callbacks_and_refuses_hosts_not_allowed(server_f
     assert got.signed
     assert got.event == "training.cancelled"
     assert got.json()["status"] == "cancelled"
+
+
+def test_run_pending_delivers_the_events_of_what_it_ran(app, runner, client, auth):
+    # A cron installation: no server, so no sender runs; run-pending itself delivers.
+    app.config.update(
+        TRAINER=SAMPLE_TRAINER,
+        WEBHOOK_ALLOWED_HOSTS=["127.0.0.1"],
+        WEBHOOK_TIMEOUT=2,
+        WEBHOOK_CALLBACK_SECRET=CALLBACK_SECRET,
+    )
+    with Receiver() as receiver:
+        response = client.post("/webhooks", json={"url": receiver.url}, headers=auth)
+        receiver.secret = response.json["secret"]
+        training = create(client, auth)
+        called_back = create(client, auth, callback_url=receiver.url + "?own")
+
+        result, _ = run_pending(runner)
+
+        assert result.exit_code == 0, result.output
+        assert "3 of 3 webhook deliveries delivered." in result.output
+        assert summary(result) == (2, 2, 0, 0, 0)  # still the last line
+        got = receiver.wait_for(3, timeout=5)
+    assert {(r.event, r.json()["id"]) for r in got} == {
+        ("training.succeeded", training["id"]),
+        ("training.succeeded", called_back["id"]),
+    }
+    assert len({r.delivery for r in got}) == 3
+    # The subscription's two signed with its secret, the callback with the callback secret.
+    own = [r for r in got if r.path.endswith("?own")]
+    assert [r.json()["id"] for r in own] == [called_back["id"]]
+    assert verify(CALLBACK_SECRET, own[0].headers["X-Maia-Signature"], own[0].body)
+    assert all(r.signed for r in got if r not in own)
