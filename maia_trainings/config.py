@@ -53,6 +53,13 @@ SHUTDOWN_GRACE = 30.0
 # Bytes of a run's log kept (its beginning and its end).
 LOG_LIMIT = 64 * 1024
 
+# What becomes of a training that succeeds: "always" published (its model's new champion),
+# "manual" (a challenger until POST /trainings/{id}/publish), or "if_better" (published when
+# its metrics' gini beats the champion's by at least PUBLISH_MARGIN).
+PUBLISH_POLICY = "always"
+# How much higher a challenger's gini must be for "if_better" to publish it.
+PUBLISH_MARGIN = 0.0
+
 # Seconds after a schedule's fire within which a missed fire (the service was down) still
 # creates its training on restart; older missed fires are skipped and counted.
 MISFIRE_GRACE = 86400

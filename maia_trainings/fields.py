@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -92,6 +93,12 @@ FIELDS: tuple[Field, ...] = (
     # The schedule whose fire created it, and the URL told of its final event.
     Field("schedule_id", "schedule_id", Kind.ID, _S),
     Field("callback_url", "callback_url", _X, _C),
+    # The model it trains; who published it last and why the policy did or did not (see
+    # publishing). Its model fixes its version number and where it is published: it cannot
+    # change once the run has started.
+    Field("model_name", "model_name", _X, _P),
+    Field("published_by", "published_by", _X, _S),
+    Field("publish_note", "publish_note", _X, _S, queryable=False),
 )
 # The figures a trainer reports (the original API's four metrics).
 METRICS: tuple[Field, ...] = tuple(field for field in FIELDS if field.setter is _T)
@@ -100,10 +107,19 @@ READ_ONLY_NAMES = frozenset(field.name for field in FIELDS if field.read_only)
 # Columns a client sets, and those it may change only before the run starts.
 EDITABLE_COLUMNS = tuple(f.column for f in FIELDS if f.setter in (_C, _P) and f.name != "uuid")
 # In the order a 409 names them ("scheduled_at and binaryPath can only change while ...").
-PENDING_ONLY_COLUMNS = ("scheduled_at", "binary_path")
+PENDING_ONLY_COLUMNS = ("scheduled_at", "binary_path", "model_name")
 assert set(PENDING_ONLY_COLUMNS) == {field.column for field in FIELDS if field.setter is _P}
 # What lists can filter and sort by.
 QUERYABLE: Mapping[str, Field] = {field.name: field for field in FIELDS if field.queryable}
+
+
+# A model's name: it appears in URL paths (/models/{model_name}), so plain characters only.
+MODEL_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def is_model_name(text: str) -> bool:
+    """Whether ``text`` can name a model ("." and ".." cannot: clients resolve them away)."""
+    return bool(MODEL_NAME.fullmatch(text)) and text.strip(".") != ""
 
 
 def api_name(column: str) -> str:

@@ -34,6 +34,8 @@ class Status(StrEnum):
 
 
 PENDING_STATUSES = (Status.SCHEDULED, Status.QUEUED)
+# The model a training belongs to when its client names none.
+DEFAULT_MODEL = "default"
 # The largest id a training can have: its column is a 32-bit INTEGER on PostgreSQL.
 MAX_ID = 2**31 - 1
 
@@ -105,8 +107,18 @@ class Training(Base):
     # The published model file's SHA-256 (hex) and size in bytes.
     binary_sha256: Mapped[str | None] = mapped_column(String(64))
     binary_size: Mapped[int | None] = mapped_column(Integer)
-    # The number behind an automatic version ("1", "2", ...); unique so two runs never share it.
+    # The number behind an automatic version before models had their own numbers (0004): no
+    # longer set. Kept because dropping its table-level UNIQUE on SQLite needs a copy of the
+    # table, which resets its AUTOINCREMENT counter (see revision 0002).
     auto_version: Mapped[int | None] = mapped_column(Integer, unique=True)
+    # The model it trains (see publishing), and the number behind its automatic version
+    # ("1", "2", ...): counted per model, unique within it so two runs never share one.
+    model_name: Mapped[str] = mapped_column(String(64), server_default=DEFAULT_MODEL)
+    model_version: Mapped[int | None] = mapped_column(Integer)
+    # Who published it last (None: the service, by PUBLISH_POLICY), and why the policy did or
+    # did not publish it when it finished.
+    published_by: Mapped[str | None] = mapped_column(String(64))
+    publish_note: Mapped[str | None] = mapped_column(Text)
     # Who runs it and until when that claim holds unless renewed (see queue.claim_next).
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -127,6 +139,9 @@ class Training(Base):
         Index("ix_trainings_status_lease_expires_at", "status", "lease_expires_at"),
         # Claims: the due queued rows in due order, however many wait out a back-off.
         Index("ix_trainings_status_due_at", "status", "due_at", "id"),
+        # A model's trainings (GET /models), and its numbers (finish hands out the next one).
+        Index("ix_trainings_model_name_status", "model_name", "status"),
+        Index("ix_trainings_model_name_model_version", "model_name", "model_version", unique=True),
         # Never hand a deleted training's id to a new one: a client retrying a DELETE whose
         # answer it lost must not delete someone else's training (PostgreSQL never reuses).
         {"sqlite_autoincrement": True},
@@ -135,6 +150,29 @@ class Training(Base):
 
 # The trainings table itself, for Core statements (claims, group inserts) that skip the ORM.
 TRAININGS = cast(Table, Training.__table__)
+
+
+class Publication(Base):
+    """One publication of a training as its model's champion; the latest one is the champion.
+
+    Rows are only added: publishing an older training again (a rollback) adds one more.
+    """
+
+    __tablename__ = "publications"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(64), index=True)
+    training_id: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str | None] = mapped_column(String(64))
+    # The token's name; None when the service published it (PUBLISH_POLICY).
+    published_by: Mapped[str | None] = mapped_column(String(64))
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Why: "manual", "policy always", "if_better: gini 0.61 beats champion 0.58 by ≥ 0".
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+PUBLICATIONS = cast(Table, Publication.__table__)
 
 
 class ApiToken(Base):

@@ -18,9 +18,9 @@ from typing import Any
 
 from sqlalchemy import String, and_, bindparam, case, cast, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
-from . import outbox
+from . import outbox, publishing
 from .db import Announcement, database_of, reading, rows_changed, writing
 from .errors import Conflict
 from .fields import METRICS
@@ -33,6 +33,7 @@ from .models import (
     WebhookEvent,
     utcnow,
 )
+from .publishing import PublishPolicy
 from .retry import RetryPolicy
 from .trainings import get_training
 
@@ -43,10 +44,11 @@ RUN_RECORD_COLUMNS = (
     "binary_path",
     "binary_sha256",
     "binary_size",
-    "published_at",
     "log",
     "started_at",
 )
+# Today's behaviour, and the default: a training that succeeds with a model file is published.
+ALWAYS = PublishPolicy()
 EXPIRED_MESSAGE = "the run stopped answering (its process died or hung)"
 
 
@@ -171,14 +173,18 @@ _OWNED = and_(
     Training.status == Status.RUNNING,
     Training.lease_owner == bindparam("owned_by"),
 )
-# A training without a version (none from its client) gets the trainer's, else the next number.
+# A training without a version (none from its client) gets the trainer's, else the next number
+# of its model: the highest its model has handed out, plus one.
 _UNVERSIONED = or_(Training.version.is_(None), Training.version == "")
-_NEXT_AUTO_VERSION = select(func.coalesce(func.max(Training.auto_version), 0) + 1).scalar_subquery()
-# The key of the turn finishing runs take to hand out automatic versions (see finish).
-AUTO_VERSION_TURN = 0x6D616961_01
+_SAME_MODEL = aliased(Training)
+_NEXT_MODEL_VERSION = (
+    select(func.coalesce(func.max(_SAME_MODEL.model_version), 0) + 1)
+    .where(_SAME_MODEL.model_name == TRAININGS.c.model_name)
+    .scalar_subquery()
+)
 _AUTO_VERSIONED = {
-    "auto_version": case((_UNVERSIONED, _NEXT_AUTO_VERSION), else_=Training.auto_version),
-    "version": case((_UNVERSIONED, cast(_NEXT_AUTO_VERSION, String)), else_=Training.version),
+    "model_version": case((_UNVERSIONED, _NEXT_MODEL_VERSION), else_=Training.model_version),
+    "version": case((_UNVERSIONED, cast(_NEXT_MODEL_VERSION, String)), else_=Training.version),
 }
 
 
@@ -234,11 +240,15 @@ def finish(
     owner: str,
     *,
     results: Mapping[str, Any],
+    policy: PublishPolicy = ALWAYS,
     now: datetime | None = None,
 ) -> bool:
-    """Record a successful run's results; False when the run no longer owned the training.
+    """Record a successful run's results, and publish it as ``policy`` says; False when the
+    run no longer owned the training.
 
-    The version is the client's, else the trainer's, else the next automatic number.
+    The version is the client's, else the trainer's, else its model's next automatic number.
+    Both are decided in one transaction holding the model's turn: two nodes finishing
+    trainings of one model at once would read the same highest number, or the same champion.
     """
     now = now or utcnow()
     values = {name: results[name] for name in RESULT_COLUMNS if results.get(name) is not None}
@@ -253,21 +263,37 @@ def finish(
         versioned = {"version": case((_UNVERSIONED, trainer_version), else_=Training.version)}
     else:
         versioned = _AUTO_VERSIONED
+    # Without a number to hand out or a file to publish, no turn is needed (nor the read).
+    has_file = bool(values.get("binary_sha256"))
     for _attempt in range(3):
         try:
             with writing(session):
-                if versioned is _AUTO_VERSIONED:
-                    # Two nodes finishing at once would both read the same highest number;
-                    # one at a time, the unique constraint is never the one deciding.
-                    database_of(session).take_turn(session, AUTO_VERSION_TURN)
+                decision = publishing.NO_FILE
+                if versioned is _AUTO_VERSIONED or has_file:
+                    # Its model cannot change once it runs: read before the turn, it still holds.
+                    model_name = session.scalar(
+                        select(Training.model_name).where(Training.id == training_id)
+                    )
+                    if model_name is None:
+                        return False  # deleted meanwhile
+                    publishing.take_model_turn(session, model_name)
+                    decision = publishing.decide(
+                        session,
+                        policy,
+                        model_name=model_name,
+                        metrics=results.get("metrics"),
+                        has_file=has_file,
+                    )
                 # One statement: the version is decided from the row as it is when written.
                 rows = session.execute(
                     update(TRAININGS)
                     .where(_OWNED)
-                    .values(**values, **versioned)
-                    .returning(*_CHANGED),
+                    .values(**values, **versioned, publish_note=decision.reason)
+                    .returning(*_CHANGED, TRAININGS.c.model_name, TRAININGS.c.version),
                     _owner(training_id, owner),
                 ).all()
+                if rows and decision.publish:
+                    publishing.record(session, rows[0], actor=None, reason=decision.reason, now=now)
                 finished = _record_changes(session, Status.SUCCEEDED, rows, now)
             return finished == 1
         except IntegrityError:

@@ -29,8 +29,9 @@ from . import db, queue
 from .artifacts import publish, read_log
 from .children import EXIT_GRACE, Child, Children, Report
 from .fields import represent
-from .models import Status, Training, utcnow
+from .models import Status, Training
 from .paths import resolve_inside
+from .publishing import PublishPolicy
 from .retry import Ending, RetryPolicy
 from .trainers import binary_name, load_trainer, params_from_meta, trainer_settings
 
@@ -59,6 +60,7 @@ class RunSettings:
     log_limit: int
     trainer_settings: Mapping[str, Any]
     node_name: str = field(default_factory=socket.gethostname)
+    publish_policy: PublishPolicy = field(default_factory=PublishPolicy)
 
     @classmethod
     def from_app(cls, app: Flask) -> RunSettings:
@@ -74,6 +76,7 @@ class RunSettings:
             log_limit=int(config["LOG_LIMIT"]),
             trainer_settings=trainer_settings(config),
             node_name=config["NODE_NAME"],
+            publish_policy=PublishPolicy.from_config(config),
         )
 
 
@@ -330,9 +333,16 @@ class _Run:
                 binary_path=self.relative,
                 binary_sha256=digest,
                 binary_size=size,
-                published_at=utcnow(),
             )
-        if self.runner.transition(queue.finish, self.training.id, self.owner, results=results):
+        # The file is in place whatever the policy: a challenger can be published later.
+        finished = self.runner.transition(
+            queue.finish,
+            self.training.id,
+            self.owner,
+            results=results,
+            policy=self.settings.publish_policy,
+        )
+        if finished:
             return Outcome(Ending.SUCCEEDED, Status.SUCCEEDED)
         # Cancelled while it finished: the model is not published after all.
         if published:

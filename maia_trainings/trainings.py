@@ -10,15 +10,24 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from . import outbox
 from .db import Announcement, database_of, end_snapshot, reading, rows_changed, writing
 from .errors import Conflict, NotFound
 from .fields import EDITABLE_COLUMNS, PENDING_ONLY_COLUMNS, api_name
-from .models import PENDING_STATUSES, TRAININGS, Status, Training, WebhookEvent, utcnow
+from .models import (
+    DEFAULT_MODEL,
+    PENDING_STATUSES,
+    TRAININGS,
+    Publication,
+    Status,
+    Training,
+    WebhookEvent,
+    utcnow,
+)
 
 
 def get_training(session: Session, training_id: int) -> Training:
@@ -79,6 +88,9 @@ def create_training(
         "attempts": 0,
         "request_fingerprint": fingerprint,
         "schedule_id": schedule_id,
+        # Set here, not as the schema's default: a retried POST from before models existed
+        # must still match its stored fingerprint.
+        "model_name": DEFAULT_MODEL,
         **{name: fields[name] for name in EDITABLE_COLUMNS if name in fields},
     }
     end_snapshot(session)  # no read of this session's may hide the row from its later reads
@@ -153,14 +165,32 @@ def update_training(
     return get_training(session, training_id)
 
 
+# Whether a training is its model's champion: the training of its model's latest publication.
+_LATER = aliased(Publication)
+_IS_CHAMPION = (
+    exists()
+    .where(Publication.training_id == Training.id, Publication.model_name == Training.model_name)
+    .where(~exists().where(_LATER.model_name == Publication.model_name, _LATER.id > Publication.id))
+)
+
+
 def delete_training(session: Session, training_id: int) -> Training:
-    """Delete a training that is not running; returns what it was."""
+    """Delete a training that is not running nor its model's champion; returns what it was.
+
+    A champion stays: deleting it would leave its model without one (or silently roll it back),
+    and whoever fetches /models/{model_name}/binary without a model file.
+    """
     current = get_training(session, training_id)
     with writing(session):
         result = session.execute(
-            delete(Training).where(Training.id == training_id, Training.status != Status.RUNNING)
+            delete(Training).where(
+                Training.id == training_id, Training.status != Status.RUNNING, ~_IS_CHAMPION
+            )
         )
     if rows_changed(result) == 0:
-        get_training(session, training_id)
-        raise Conflict("a running training cannot be deleted; cancel it first")
+        if get_training(session, training_id).status == Status.RUNNING:
+            raise Conflict("a running training cannot be deleted; cancel it first")
+        raise Conflict(
+            "the champion of its model cannot be deleted; publish another training first"
+        )
     return current

@@ -10,12 +10,12 @@ from typing import Any, cast
 from flask import Response, current_app, request, send_file
 from marshmallow import ValidationError
 
-from .. import db, dispatcher, listing, queue, trainings
+from .. import db, dispatcher, listing, publishing, queue, trainings
 from ..auth import View, can_read, can_write, current_actor
 from ..errors import NotFound, PathOutside
 from ..fields import represent
 from ..formats import negotiate, parse_body, render
-from ..models import MAX_ID
+from ..models import MAX_ID, Training
 from ..paths import resolve_inside
 from ..schemas import check_trainer_params, check_webhook_url, load_training
 from . import bp
@@ -132,8 +132,19 @@ def training_log(training_id: str) -> Response:
 @bp.get("/trainings/<training_id>/binary")
 @can_read
 def training_binary(training_id: str) -> Response:
+    return send_model_file(trainings.get_training(db.get_session(), parse_id(training_id)))
+
+
+@bp.post("/trainings/<training_id>/publish")
+@writes
+def publish_training(training_id: str) -> Response:
     key = parse_id(training_id)
-    training = trainings.get_training(db.get_session(), key)
+    training = publishing.publish(db.get_session(), key, actor=current_actor())
+    return render(represent(training))
+
+
+def send_model_file(training: Training) -> Response:
+    """The training's published model file, its SHA-256 as ETag (a training's, a model's)."""
     if not training.binary_path or not training.binary_sha256:
         raise NotFound("the model file is not published (yet)")
     try:
@@ -141,7 +152,9 @@ def training_binary(training_id: str) -> Response:
     except PathOutside:
         # Published inside, it resolves elsewhere now (a link in the folder was changed):
         # nothing outside the models folder is ever served.
-        current_app.logger.warning("training %s: its model file left the models folder", key)
+        current_app.logger.warning(
+            "training %s: its model file left the models folder", training.id
+        )
         raise NotFound(MISSING_MODEL) from None
     if not path.is_file():
         raise NotFound(MISSING_MODEL)

@@ -130,6 +130,42 @@ def test_an_upgrade_from_the_first_revision_keeps_every_row(database):
     assert {row["uuid"]: row["due_at"] for row in after["trainings"]} == DUE_AT
 
 
+def test_revision_0004_puts_every_training_in_the_default_model_and_keeps_its_champion(database):
+    migrations.upgrade(database, "0003")
+    common = {"created_at": CREATED, "updated_at": CREATED, "attempts": 0}
+    common["request_fingerprint"] = "f" * 64
+    published = [  # (uuid, automatic number, published_at); "b" was published last
+        ("a", 1, datetime(2026, 1, 3)),
+        ("b", 2, datetime(2026, 1, 5)),
+        ("c", 3, datetime(2026, 1, 4)),
+        ("d", None, None),
+    ]
+    for uuid, number, published_at in published:
+        row = {"uuid": uuid, "status": "succeeded", "version": str(number)}
+        row |= {"auto_version": number, "published_at": published_at}
+        insert(database, "trainings", {**common, **row})
+    migrations.upgrade(database, "0004")
+    with database.engine.connect() as connection:
+        trainings = connection.execute(
+            text("SELECT id, uuid, model_name, model_version FROM trainings ORDER BY id")
+        ).all()
+        publications = connection.execute(
+            text("SELECT model_name, training_id, version FROM publications ORDER BY id")
+        ).all()
+    assert [(uuid, model, number) for _id, uuid, model, number in trainings] == [
+        ("a", "default", 1),
+        ("b", "default", 2),
+        ("c", "default", 3),
+        ("d", "default", None),
+    ]
+    ids = {uuid: training_id for training_id, uuid, *_rest in trainings}
+    assert [tuple(row) for row in publications] == [
+        ("default", ids["a"], "1"),
+        ("default", ids["c"], "3"),
+        ("default", ids["b"], "2"),
+    ]
+
+
 def test_a_downgrade_to_the_first_revision_keeps_every_row(database):
     migrations.upgrade(database, migrations.FIRST_REVISION)
     insert_first_release_rows(database)

@@ -43,6 +43,9 @@ REPRESENTATION_FIELDS = [
     "metrics",
     "schedule_id",
     "callback_url",
+    "model_name",
+    "published_by",
+    "publish_note",
 ]
 METRICS = ("accuracy", "precission", "mae", "rmse")
 
