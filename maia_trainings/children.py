@@ -107,6 +107,7 @@ def child_main(
             settings=payload["settings"],
             _progress=lambda fraction: conn.send((Report.PROGRESS, fraction)),
             _log=trainer_log.info,
+            champion=payload.get("champion"),
         )
         last_word = (Ending.SUCCEEDED, check_result(trainer(context)))
     except Retry as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 from xml.etree.ElementTree import Element, SubElement, tostring
@@ -19,6 +19,8 @@ from .errors import MalformedBody, NotAcceptable, UnsupportedMediaType
 
 JSON = "application/json"
 XML = "application/xml"
+# Offered by the few resources that also have a page (a training's report).
+HTML = "text/html"
 TEXT_XML = "text/xml"
 FORM = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"
@@ -152,14 +154,14 @@ def _from_multipart(data: bytes, boundary: str) -> dict[str, Any]:
 # Rendering -------------------------------------------------------------------------------
 
 
-def negotiate(req: Request | None = None) -> str:
+def negotiate(req: Request | None = None, offered: Sequence[str] = OFFERED_TYPES) -> str:
     """The response type the client prefers among those offered; NotAcceptable (406) if none."""
     req = req or request
     if not req.accept_mimetypes:
-        return JSON
-    best = req.accept_mimetypes.best_match(OFFERED_TYPES)
+        return offered[0]
+    best = req.accept_mimetypes.best_match(offered)
     if best is None:
-        raise NotAcceptable(f"responses are available as {', '.join(OFFERED_TYPES)}")
+        raise NotAcceptable(f"responses are available as {', '.join(offered)}")
     return best
 
 

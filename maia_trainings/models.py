@@ -175,6 +175,26 @@ class Publication(Base):
 PUBLICATIONS = cast(Table, Publication.__table__)
 
 
+class Report(Base):
+    """A succeeded training's validation pack, and the charts drawn from it when it ran.
+
+    Kept apart from ``trainings``: a pack is tens of kilobytes that only its own page reads.
+    It goes with its training: deleting one deletes the other.
+    """
+
+    __tablename__ = "reports"
+
+    training_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    # The pack as a JSON object's text (see maia_trainings.trainers).
+    pack: Mapped[str] = mapped_column(Text)
+    # The charts as a JSON object of SVG elements' text, by chart ("roc", "ks", ...).
+    charts: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+REPORTS = cast(Table, Report.__table__)
+
+
 class ApiToken(Base):
     """A bearer token: only its SHA-256 is stored, never the token itself."""
 

@@ -87,7 +87,8 @@ def _gini(metrics: Any) -> float | None:
     return None
 
 
-def _champion_row(session: Session, model_name: str) -> Training | None:
+def champion_row(session: Session, model_name: str) -> Training | None:
+    """Within a read or write: the champion of ``model_name``, None while it has none."""
     latest = select(func.max(Publication.id)).where(Publication.model_name == model_name)
     return session.scalar(
         select(Training)
@@ -109,7 +110,7 @@ def decide(
     gini = _gini(metrics)
     if gini is None:
         return Decision(False, "if_better: not published, the training reported no gini")
-    champion = _champion_row(session, model_name)
+    champion = champion_row(session, model_name)
     if champion is None:
         return Decision(True, f"if_better: gini {gini:g}, the model has no champion yet")
     best = _gini(champion.metrics)
@@ -190,7 +191,7 @@ def champion(session: Session, model_name: str) -> Training | None:
     """The champion of ``model_name`` (None while nothing is published); NotFound if unknown."""
     with reading(session):
         _known(session, model_name)
-        return _champion_row(session, model_name)
+        return champion_row(session, model_name)
 
 
 def models(session: Session) -> list[tuple[str, Training | None]]:

@@ -20,7 +20,7 @@ from sqlalchemy import String, and_, bindparam, case, cast, func, or_, select, u
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from . import outbox, publishing
+from . import outbox, publishing, reports
 from .db import Announcement, database_of, reading, rows_changed, writing
 from .errors import Conflict
 from .fields import METRICS
@@ -243,8 +243,8 @@ def finish(
     policy: PublishPolicy = ALWAYS,
     now: datetime | None = None,
 ) -> bool:
-    """Record a successful run's results, and publish it as ``policy`` says; False when the
-    run no longer owned the training.
+    """Record a successful run's results (its validation pack too, when ``results`` has a
+    ``report``), and publish it as ``policy`` says; False when the run no longer owned it.
 
     The version is the client's, else the trainer's, else its model's next automatic number.
     Both are decided in one transaction holding the model's turn: two nodes finishing
@@ -294,6 +294,14 @@ def finish(
                 ).all()
                 if rows and decision.publish:
                     publishing.record(session, rows[0], actor=None, reason=decision.reason, now=now)
+                if rows and results.get("report") is not None:
+                    reports.record(
+                        session,
+                        training_id,
+                        results["report"],
+                        results.get("report_charts") or {},
+                        now=now,
+                    )
                 finished = _record_changes(session, Status.SUCCEEDED, rows, now)
             return finished == 1
         except IntegrityError:

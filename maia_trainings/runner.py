@@ -25,7 +25,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import db, queue
+from . import db, queue, reports
 from .artifacts import publish, read_log
 from .children import EXIT_GRACE, Child, Children, Report
 from .fields import represent
@@ -197,6 +197,7 @@ class _Run:
             "output_path": str(self.partial),
             "settings": self.settings.trainer_settings,
             "log_path": str(self.log_path),
+            "champion": self._champion(),
         }
         children = self.runner.children
         child = children.take(self.settings.trainer)
@@ -216,6 +217,11 @@ class _Run:
             # A child that said how it ended is exiting: it gets a moment, recorded meanwhile.
             said = ended.ending in (Ending.SUCCEEDED, Ending.ERROR, Ending.RETRY)
             child.end(EXIT_GRACE if said else 0)
+
+    def _champion(self) -> dict[str, Any] | None:
+        """The model's champion as the trainer is told of it (ctx.champion)."""
+        with self.runner.database.session() as session:
+            return reports.champion_baseline(session, self.training.model_name)
 
     def _record(self, ended: _Ended, child: Child) -> Outcome:
         """Write how the run ended on the training; the Outcome says what it was left as."""
@@ -325,6 +331,9 @@ class _Run:
     def _succeed(self, result: dict[str, Any]) -> Outcome:
         published = self.partial.exists()
         results = {**result, "log": self._log()}
+        if result.get("report") is not None:
+            # Drawn now, as the run ends: the page shows the charts this run saw.
+            results["report_charts"] = reports.draw(result["report"])
         if not self.start_recorded:
             results["started_at"] = self.started_at
         if published:

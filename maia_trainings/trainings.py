@@ -14,7 +14,7 @@ from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from . import outbox
+from . import outbox, reports
 from .db import Announcement, database_of, end_snapshot, reading, rows_changed, writing
 from .errors import Conflict, NotFound
 from .fields import EDITABLE_COLUMNS, PENDING_ONLY_COLUMNS, api_name
@@ -187,6 +187,8 @@ def delete_training(session: Session, training_id: int) -> Training:
                 Training.id == training_id, Training.status != Status.RUNNING, ~_IS_CHAMPION
             )
         )
+        if rows_changed(result):
+            reports.forget(session, training_id)
     if rows_changed(result) == 0:
         if get_training(session, training_id).status == Status.RUNNING:
             raise Conflict("a running training cannot be deleted; cancel it first")

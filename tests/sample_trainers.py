@@ -4,7 +4,9 @@ Configured as ``TRAINER = "sample_trainers:train"`` (the tests folder is on the 
 Meta keys: ``action`` (below), ``seconds``, ``record`` (a file that gets one JSON line at each
 start and end, written with O_APPEND so concurrent runs never interleave a line), ``until``
 (for ``retry_until``: the attempt that succeeds), ``model_bytes`` (the size of the model file
-to write, for filling a disk), ``trainer_version`` (a version the trainer reports).
+to write, for filling a disk), ``trainer_version`` (a version the trainer reports), ``report``
+(a validation pack the trainer returns as it is; ``"champion"`` in it is replaced by what the
+trainer was told of its model's champion).
 """
 
 from __future__ import annotations
@@ -89,4 +91,9 @@ def train(ctx: TrainingContext) -> dict:
     result = {"accuracy": 0.9, "precission": 0.8, "mae": 0.1, "rmse": 0.2, "metrics": {"auc": 0.7}}
     if params.get("trainer_version"):
         result["version"] = params["trainer_version"]
+    if "report" in params:
+        report = params["report"]
+        if isinstance(report, dict) and "champion" in report:
+            report = {**report, "champion": ctx.champion}
+        result["report"] = report
     return result

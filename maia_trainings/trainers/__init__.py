@@ -2,9 +2,19 @@
 
 A trainer is a plain function, named in the ``TRAINER`` setting as ``"package.module:function"``.
 The service calls it in a child process as ``train(ctx)`` with a :class:`TrainingContext`, and
-it returns a mapping with any of ``accuracy``, ``precission``, ``mae``, ``rmse``, ``version``
-and ``metrics`` (a dict of further figures). It writes its model to ``ctx.output_path``; the
-service then publishes that file, atomically, as the training's ``binaryPath``.
+it returns a mapping with any of ``accuracy``, ``precission``, ``mae``, ``rmse``, ``version``,
+``metrics`` (a dict of further figures) and ``report`` (its validation pack, below). It writes
+its model to ``ctx.output_path``; the service then publishes that file, atomically, as the
+training's ``binaryPath``.
+
+The ``report`` is a JSON object served as ``GET /trainings/{id}/report``, and drawn as its
+page (``trainers.report_page``). The scoring trainer's pack is the reference: the sections
+``discrimination``, ``gains``, ``calibration``, ``stability``, ``top_features``,
+``score_bins`` and ``reproducibility``, shaped as ``trainers.validation`` makes them. A custom
+trainer may return any of them (the page shows what it finds) and sections of its own (shown
+in the JSON only). ``ctx.champion`` is the current champion of the training's model when the
+run starts (its ``id``, ``version`` and the ``score_bins`` its pack kept, if any), for a
+stability index against it. A pack larger than ``REPORT_MAX_BYTES`` as JSON fails the run.
 
 An ordinary exception fails the training at once with its message: it would fail again.
 Raise :class:`Retry` for a failure worth another attempt (a database that was briefly away).
@@ -42,7 +52,9 @@ __all__ = [
 # Settings every trainer sees (besides any TRAINER_* ones the operator adds for their own).
 TRAINER_SETTINGS = ("DATASETS_DIR", "DATASOURCES", "DEMO_ROWS", "MODELS_DIR")
 # Keys of a trainer's result that the service records; anything else is refused.
-RESULT_KEYS = frozenset({*(metric.name for metric in METRICS), "version", "metrics"})
+RESULT_KEYS = frozenset({*(metric.name for metric in METRICS), "version", "metrics", "report"})
+# A validation pack is figures and thinned curves, tens of kilobytes; far more is a mistake.
+REPORT_MAX_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -59,6 +71,8 @@ class TrainingContext:
     settings: Mapping[str, Any]
     _progress: Callable[[float], None] = field(repr=False)
     _log: Callable[[str], None] = field(repr=False)
+    # The model's champion when the run started: id, version and its pack's score_bins.
+    champion: Mapping[str, Any] | None = None
 
     def progress(self, fraction: float) -> None:
         """Report how far along the run is, from 0 to 1."""
@@ -138,7 +152,25 @@ def check_result(result: Mapping[str, Any] | None) -> dict[str, Any]:
         metrics = dict(result["metrics"])
         # Round-trips through JSON, so that what is stored is what is shown.
         checked["metrics"] = json.loads(json.dumps(metrics, allow_nan=False, default=float))
+    if result.get("report") is not None:
+        checked["report"] = _checked_report(result["report"])
     return checked
+
+
+def _checked_report(report: Any) -> dict[str, Any]:
+    """A trainer's validation pack as the JSON object that will be stored."""
+    if not isinstance(report, Mapping):
+        raise TypeError("the trainer's report must be a mapping of sections")
+    try:
+        text = json.dumps(dict(report), allow_nan=False, default=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"the trainer's report is not plain JSON: {exc}") from None
+    if len(text) > REPORT_MAX_BYTES:
+        raise ValueError(
+            f"the trainer's report is {len(text):,} bytes as JSON; at most {REPORT_MAX_BYTES:,}"
+        )
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
 
 
 def trainer_settings(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,11 +1,16 @@
 """The scoring trainer's rows: read from a CSV file, a datasource query or the demo book.
 
-They are read in chunks into a compact frame; the outcome column becomes 0/1.
+They are read in chunks into a compact frame; the outcome column becomes 0/1. Each read also
+says where its rows came from, for the validation pack's reproducibility record: the SHA-256
+of the CSV file's bytes, or, for a query's result and the demo book, of the rows as read,
+written as CSV (pandas' ``to_csv``, header once, no index) before any conversion.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,33 +82,78 @@ def _read_only(connection: sqlalchemy.Connection) -> None:
         connection.exec_driver_sql("SET SESSION TRANSACTION READ ONLY")
 
 
-def load_dataset(
-    params: Mapping[str, Any], settings: Mapping[str, Any]
-) -> tuple[pd.DataFrame, str]:
-    """The training data and a description of where it came from."""
+@dataclass
+class Dataset:
+    """Rows read for a training, what they are called in its log, and where they came from."""
+
+    frame: pd.DataFrame
+    source: str
+    # kind ("csv", "query", "demo"), name, sha256, rows, columns, and the query or the seed.
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+class _RowDigest:
+    """The SHA-256 of chunks of rows as CSV text, as they pass on their way to the frame."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+        self.header = True
+
+    def passing(self, chunks: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for chunk in chunks:
+            self.hash.update(chunk.to_csv(index=False, header=self.header).encode())
+            self.header = False
+            yield chunk
+
+
+def load_dataset(params: Mapping[str, Any], settings: Mapping[str, Any]) -> Dataset:
+    """The training data, a description of where it came from, and its provenance."""
     dataset = params.get("dataset")
     if dataset is None:
         rows = int(settings.get("DEMO_ROWS") or DEMO_ROWS)
         seed = int(params.get("seed", 42))
-        return _concat(
-            _compact(b) for b in portfolio.blocks(rows, seed)
-        ), f"the demo portfolio (seed {seed})"
+        digest = _RowDigest()
+        frame = _concat(_compact(b) for b in digest.passing(portfolio.blocks(rows, seed)))
+        return _loaded(
+            frame,
+            f"the demo portfolio (seed {seed})",
+            kind="demo",
+            name="demo portfolio",
+            sha256=digest.hash.hexdigest(),
+            seed=seed,
+        )
     if isinstance(dataset, str):
         path = resolve_inside(Path(settings["DATASETS_DIR"]), dataset)
+        with path.open("rb") as file:
+            sha256 = hashlib.file_digest(file, "sha256").hexdigest()
         reader = pd.read_csv(path, chunksize=CHUNK_ROWS)
-        return _concat(_compact(chunk) for chunk in reader), f"the CSV file {dataset}"
+        frame = _concat(_compact(chunk) for chunk in reader)
+        return _loaded(frame, f"the CSV file {dataset}", kind="csv", name=dataset, sha256=sha256)
     url = settings["DATASOURCES"][dataset["datasource"]]
     engine = sqlalchemy.create_engine(url)
+    digest = _RowDigest()
     try:
         with engine.connect() as connection:
             _read_only(connection)
             chunks = pd.read_sql_query(
                 sqlalchemy.text(dataset["query"]), connection, chunksize=CHUNK_ROWS
             )
-            frame = _concat(_compact(chunk) for chunk in chunks)
+            frame = _concat(_compact(chunk) for chunk in digest.passing(chunks))
     finally:
         engine.dispose()
-    return frame, f"the datasource {dataset['datasource']}"
+    return _loaded(
+        frame,
+        f"the datasource {dataset['datasource']}",
+        kind="query",
+        name=dataset["datasource"],
+        sha256=digest.hash.hexdigest(),
+        query=dataset["query"],
+    )
+
+
+def _loaded(frame: pd.DataFrame, source: str, **provenance: Any) -> Dataset:
+    provenance.update(rows=len(frame), columns=[str(column) for column in frame.columns])
+    return Dataset(frame, source, provenance)
 
 
 def encode_target(values: pd.Series, positive: Any = None) -> tuple[np.ndarray, str]:

@@ -8,6 +8,8 @@ comes from outside (names, the trainer's facts) is escaped by Jinja's autoescape
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -125,14 +127,42 @@ def charts(pack: Mapping[str, Any]) -> dict[str, Markup]:
     }
 
 
-def render(pack: Mapping[str, Any], *, title: str, facts: Mapping[str, Any]) -> str:
+def render(
+    pack: Mapping[str, Any],
+    *,
+    title: str,
+    facts: Mapping[str, Any],
+    drawn: Mapping[str, str] | None = None,
+) -> str:
     """The page of ``pack``: ``facts`` (training, version, model, data...) on top, then the
-    charts and every table of the pack."""
-    return (
-        _environment()
-        .from_string(_PAGE)
-        .render(title=title, facts=facts, pack=pack, charts=charts(pack), number=_number)
-    )
+    charts and every table of the pack.
+
+    ``drawn`` are the charts drawn from the pack when its training ran (``charts(pack)``'s
+    text, stored with it); without them they are drawn now. A pack whose tables are not in
+    the reference shape still gets a page: its facts, charts and a pointer to the JSON.
+    """
+    shown = charts(pack) if drawn is None else _stored(drawn)
+    template = _environment().from_string(_PAGE)
+    try:
+        return template.render(
+            title=title, facts=facts, pack=pack, charts=shown, number=_number, style=_STYLE_MARKUP
+        )
+    except (TypeError, ValueError, AttributeError, KeyError):
+        return template.render(
+            title=title,
+            facts=facts,
+            pack={},
+            charts=shown,
+            number=_number,
+            style=_STYLE_MARKUP,
+            odd_shape=True,
+        )
+
+
+def _stored(charts: Mapping[str, str]) -> dict[str, Markup]:
+    # Safe to mark: the text is what chart() made, through its autoescaping template, when
+    # the training ran; it is stored by the service and never taken from a client.
+    return {name: Markup(svg) for name, svg in charts.items()}  # noqa: S704
 
 
 def _number(value: Any, digits: int = 4) -> str:
@@ -146,6 +176,24 @@ def _number(value: Any, digits: int = 4) -> str:
 def _environment() -> Environment:
     return Environment(autoescape=True, keep_trailing_newline=True)
 
+
+# The page's only style sheet: inline, allowed by its hash in the page's Content-Security-Policy.
+STYLE = """\
+body { font: 13px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
+table { border-collapse: collapse; margin: .5em 0; }
+th, td { border: 1px solid #ccc; padding: .2em .6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.charts { display: flex; flex-wrap: wrap; gap: 1em; }
+@media print { body { margin: 0; max-width: none; } .charts { break-inside: avoid; } }
+"""
+STYLE_SOURCE = f"'sha256-{base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()}'"
+# Safe to mark: a constant of this module.
+_STYLE_MARKUP = Markup(STYLE)  # noqa: S704
+# What the page may load: its own style sheet, nothing else (its charts are inline SVG).
+CONTENT_SECURITY_POLICY = (
+    f"default-src 'none'; style-src {STYLE_SOURCE}; frame-ancestors 'none'; base-uri 'none'"
+)
 
 _CHART = """\
 <svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" aria-label="{{ title }}" \
@@ -180,21 +228,15 @@ _PAGE = """\
 <head>
 <meta charset="utf-8">
 <title>{{ title }}</title>
-<style>
-body { font: 13px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
-table { border-collapse: collapse; margin: .5em 0; }
-th, td { border: 1px solid #ccc; padding: .2em .6em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-.charts { display: flex; flex-wrap: wrap; gap: 1em; }
-@media print { body { margin: 0; max-width: none; } .charts { break-inside: avoid; } }
-</style>
+<style>{{ style }}</style>
 </head>
 <body>
 <h1>{{ title }}</h1>
 <table class="facts">
 {% for name, value in facts.items() %}<tr><th>{{ name }}</th><td>{{ number(value) }}</td></tr>
 {% endfor %}</table>
+{% if odd_shape %}<p>This pack's tables are not in the reference shape: \
+its JSON (<code>Accept: application/json</code>) shows every figure.</p>{% endif %}
 {% set d = pack.discrimination or {} %}
 <h2>Discrimination</h2>
 <table>

@@ -14,14 +14,21 @@ Parameters are the training's meta (a JSON object; every key optional):
 Everything that shapes the data lives in one ``Pipeline`` (imputation, scaling, one-hot
 encoding, the model), so the saved artifact scores raw rows. It is saved with skops, a format
 that loads without running arbitrary code.
+
+Every run returns its validation pack (``trainers.validation``) as its ``report``, computed on
+the held-out rows: the reference pack of the trainer interface. Permutation importance (for
+models without coefficients) is measured on at most ``IMPORTANCE_ROWS`` of those rows, drawn
+with the seed, so that a large test set does not multiply the run's time.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import platform
 import time
 from collections.abc import Iterable, Mapping
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +46,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from ..errors import PathOutside
 from ..paths import resolve_inside
-from . import InvalidParams, TrainingContext, portfolio
-from .datasets import encode_target, load_dataset
+from . import InvalidParams, TrainingContext, portfolio, validation
+from .datasets import Dataset, encode_target, load_dataset
 
 MODELS: dict[str, type] = {
     "logistic_regression": LogisticRegression,
@@ -69,6 +76,11 @@ PARAMETERS = frozenset(
 SQL_STARTS = ("select", "with")
 # What a saved pipeline is made of; skops asks before loading any other type.
 TRUSTED_MODULES = ("sklearn.", "numpy.", "builtins.")
+# The held-out rows permutation importance shuffles, at most: a ranking needs no more.
+IMPORTANCE_ROWS = 2_000
+# The libraries whose versions decide what a run computes (the reproducibility record).
+RECORDED_PACKAGES = ("scikit-learn", "numpy", "pandas", "scipy", "skops", "maia-trainings")
+TRAINER_NAME = f"{__name__}:train"
 
 
 # Validation at creation ----------------------------------------------------------------------
@@ -253,7 +265,8 @@ def train(ctx: TrainingContext) -> dict[str, Any]:
     steps = _Steps(ctx)
 
     ctx.progress(0.01)
-    frame, source = load_dataset(params, ctx.settings)
+    dataset = load_dataset(params, ctx.settings)
+    frame, source = dataset.frame, dataset.source
     features = params.get("features") or [c for c in frame.columns if c != target]
     missing = [c for c in [target, *features] if c not in frame.columns]
     if missing:
@@ -294,9 +307,67 @@ def train(ctx: TrainingContext) -> dict[str, Any]:
         f"evaluating on {len(test_x)} rows (ROC AUC {result['metrics']['roc_auc']:.3f})", 0.9
     )
 
+    result["report"] = validation_report(
+        ctx, pipeline, test_x, np.asarray(test_y), probability, dataset, features=features
+    )
+    stability = result["report"]["stability"]
+    steps.done(
+        "the validation pack"
+        + (f" (PSI {stability['psi']:.4f} against the champion)" if stability else ""),
+        0.95,
+    )
+
     skops.io.dump(pipeline, ctx.output_path)
     steps.done(f"saving the model ({ctx.output_path.stat().st_size} bytes)", 1.0)
     return result
+
+
+def validation_report(
+    ctx: TrainingContext,
+    pipeline: Pipeline,
+    test_x: pd.DataFrame,
+    test_y: np.ndarray,
+    probability: np.ndarray,
+    dataset: Dataset,
+    *,
+    features: list[str],
+) -> dict[str, Any]:
+    """The run's validation pack, with its reproducibility record."""
+    params = ctx.params
+    seed = int(params.get("seed", 42))
+    champion = ctx.champion or {}
+    pack = validation.validation_pack(test_y, probability, champion_bins=champion.get("score_bins"))
+    if pack["stability"] is not None:
+        pack["stability"].update(champion_id=champion.get("id"), champion=champion.get("version"))
+    if len(test_x) > IMPORTANCE_ROWS:
+        chosen = np.random.default_rng(seed).choice(len(test_x), IMPORTANCE_ROWS, replace=False)
+        test_x, test_y = test_x.iloc[np.sort(chosen)], test_y[np.sort(chosen)]
+    pack["top_features"] = validation.top_features(
+        pipeline, features, test_x, test_y, random_state=seed
+    )
+    model = params.get("model", "logistic_regression")
+    pack["reproducibility"] = {
+        "trainer": TRAINER_NAME,
+        "dataset": dataset.provenance,
+        "parameters": params,
+        "model": model,
+        "hyperparameters": pipeline.named_steps["model"].get_params(),
+        "seed": seed,
+        "test_size": float(params.get("test_size", 0.2)),
+        "test_rows": len(probability),
+        "versions": {"python": platform.python_version(), **_versions(RECORDED_PACKAGES)},
+    }
+    return pack
+
+
+def _versions(packages: Iterable[str]) -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for package in packages:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    return found
 
 
 def load_model(path: Path | str) -> Pipeline:

@@ -15,7 +15,7 @@ two scores), each holding at least one row.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -254,6 +254,18 @@ def calibration(y_true: npt.ArrayLike, p_default: npt.ArrayLike) -> dict[str, An
 # Stability --------------------------------------------------------------------------------
 
 
+def score_bins(scores: npt.ArrayLike, bins: int = GROUPS) -> dict[str, Any]:
+    """The decile cut points of ``scores`` and each group's share, from the riskiest: what a
+    pack keeps of its score distribution, so that a later model's PSI can be measured
+    against it without the rows."""
+    array = _scores(scores)
+    edges = decile_edges(array, bins)
+    if array.size == 0:
+        return {"edges": [], "shares": []}
+    counts = np.bincount(_group_of(array, edges), minlength=len(edges) + 2)[1:]
+    return {"edges": edges, "shares": [float(share) for share in counts / array.size]}
+
+
 def psi(
     expected_scores: npt.ArrayLike, actual_scores: npt.ArrayLike, bins: int = GROUPS
 ) -> dict[str, Any]:
@@ -264,14 +276,18 @@ def psi(
     floored at PSI_FLOOR; the table shows the shares as they are. None when either side has
     no scores. A champion whose scores are all one value gives one bin, and a PSI of 0.
     """
-    expected, actual = _scores(expected_scores), _scores(actual_scores)
-    if expected.size == 0 or actual.size == 0:
+    return psi_against(score_bins(expected_scores, bins), actual_scores)
+
+
+def psi_against(expected: Mapping[str, Any], actual_scores: npt.ArrayLike) -> dict[str, Any]:
+    """The PSI of ``actual_scores`` against a distribution kept by :func:`score_bins`."""
+    actual = _scores(actual_scores)
+    edges = [float(edge) for edge in expected.get("edges") or []]
+    shares = [float(share) for share in expected.get("shares") or []]
+    if not shares or len(shares) != len(edges) + 1 or actual.size == 0:
         return {"psi": None, "bins": []}
-    edges = decile_edges(expected, bins)
-    count = len(edges) + 1
-    expected_share = np.bincount(_group_of(expected, edges), minlength=count + 1)[1:] / len(
-        expected
-    )
+    count = len(shares)
+    expected_share = np.asarray(shares, dtype=np.float64)
     actual_share = np.bincount(_group_of(actual, edges), minlength=count + 1)[1:] / len(actual)
     floored_e = np.maximum(expected_share, PSI_FLOOR)
     floored_a = np.maximum(actual_share, PSI_FLOOR)
@@ -385,6 +401,7 @@ def validation_pack(
     p_default: npt.ArrayLike,
     *,
     champion_scores: npt.ArrayLike | None = None,
+    champion_bins: Mapping[str, Any] | None = None,
     model: Any = None,
     feature_names: Sequence[str] | None = None,
     X: Any = None,
@@ -392,19 +409,23 @@ def validation_pack(
 ) -> dict[str, Any]:
     """Every figure of the pack for one model's held-out rows.
 
-    ``stability`` is the PSI of these scores against ``champion_scores`` (the current
-    champion's scores, as its own pack saw them), None without a champion; ``top_features``
-    is None without a ``model``.
+    ``stability`` is the PSI of these scores against the current champion's, as its own pack
+    saw them: its ``champion_scores``, or the ``score_bins`` its pack kept (``champion_bins``);
+    None without a champion. ``top_features`` is None without a ``model``. ``score_bins``
+    keeps this model's score distribution for the packs of the models that follow it.
     """
     y, p = _outcomes(y_true, p_default)
+    if champion_bins is None and champion_scores is not None:
+        champion_bins = score_bins(champion_scores)
     return {
         "discrimination": discrimination(y, p),
         "gains": gains_table(y, p),
         "calibration": calibration(y, p),
-        "stability": None if champion_scores is None else psi(champion_scores, p),
+        "stability": None if champion_bins is None else psi_against(champion_bins, p),
         "top_features": (
             None
             if model is None
             else top_features(model, feature_names, X, y, random_state=random_state)
         ),
+        "score_bins": score_bins(p),
     }

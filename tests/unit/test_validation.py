@@ -225,6 +225,18 @@ def test_psi_floors_an_empty_bin():
     assert plain(figures)
 
 
+def test_psi_against_a_kept_distribution_equals_psi_against_its_scores():
+    # A pack keeps only its score_bins; a later model's PSI against them must be the same
+    # figure as against the champion's scores themselves.
+    _, champion = scored(1000, seed=3)
+    _, challenger = scored(700, seed=4)
+    kept = json.loads(json.dumps(validation.score_bins(champion)))
+    assert len(kept["edges"]) == 9 and sum(kept["shares"]) == pytest.approx(1.0)
+    assert validation.psi_against(kept, challenger) == validation.psi(champion, challenger)
+    assert validation.psi_against({"edges": [], "shares": []}, challenger)["psi"] is None
+    assert validation.psi_against({"edges": [0.5], "shares": [1.0]}, challenger)["psi"] is None
+
+
 def test_identical_distributions_have_no_drift():
     _, p = scored(1000)
     assert validation.psi(p, p)["psi"] == 0.0
@@ -316,7 +328,14 @@ def test_the_pack_is_plain_json_bounded_and_deterministic():
     pack = validation.validation_pack(
         y, p, champion_scores=champion, model=pipeline, X=frame, feature_names=None
     )
-    assert set(pack) == {"discrimination", "gains", "calibration", "stability", "top_features"}
+    assert set(pack) == {
+        "discrimination",
+        "gains",
+        "calibration",
+        "stability",
+        "top_features",
+        "score_bins",
+    }
     assert plain(pack)
     assert len(json.dumps(pack, allow_nan=False)) < 100_000
     assert pack["stability"]["psi"] > 0
