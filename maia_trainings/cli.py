@@ -444,6 +444,9 @@ def schedules_list(as_json: bool) -> None:
 @click.option("--timezone", default="UTC", show_default=True, help="An IANA time zone name.")
 @click.option("--meta", default=None, help="The trainings' meta (text or a JSON object).")
 @click.option("--version-prefix", default=None, help="Version fires as PREFIX + YYYYMMDDHHMM.")
+@click.option(
+    "--model-name", default="default", show_default=True, help="The model its trainings train."
+)
 @click.option("--disabled", is_flag=True, help="Add it paused.")
 def schedules_add(
     name: str,
@@ -451,6 +454,7 @@ def schedules_add(
     timezone: str,
     meta: str | None,
     version_prefix: str | None,
+    model_name: str,
     disabled: bool,
 ) -> None:
     """Add a schedule NAME firing at CRON (five fields, or @hourly, @daily, @weekly, @monthly)."""
@@ -461,6 +465,7 @@ def schedules_add(
         "timezone": timezone,
         "meta": meta,
         "version_prefix": version_prefix,
+        "model_name": model_name,
         "enabled": not disabled,
     }
     try:

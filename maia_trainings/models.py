@@ -221,6 +221,8 @@ class Schedule(Base):
     timezone: Mapped[str] = mapped_column(String(64))
     meta: Mapped[str | None] = mapped_column(Text)
     version_prefix: Mapped[str | None] = mapped_column(String(32))
+    # The model its trainings belong to (their model_name).
+    model_name: Mapped[str] = mapped_column(String(64), server_default=DEFAULT_MODEL)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     # The next fire not yet turned into a training; None while paused.
     next_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

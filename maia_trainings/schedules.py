@@ -29,8 +29,8 @@ from .db import Announcement, database_of, reading, rows_changed, writing
 from .errors import Conflict, NotFound
 from .fields import Field, Kind, Setter, show_value
 from .listing import Listed, ListQuery, list_rows
-from .models import MAX_ID, Schedule, Training, utcnow
-from .schemas import MetaText, plain_text, printable
+from .models import DEFAULT_MODEL, MAX_ID, Schedule, Training, utcnow
+from .schemas import MetaText, model_name_rule, plain_text, printable
 from .trainings import create_training
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ FIELDS: tuple[Field, ...] = (
     Field("timezone", "timezone", Kind.TEXT, _C),
     Field("meta", "meta", Kind.TEXT, _C),
     Field("version_prefix", "version_prefix", Kind.TEXT, _C),
+    Field("model_name", "model_name", Kind.TEXT, _C),
     Field("enabled", "enabled", Kind.BOOLEAN, _C),
     Field("next_fire_at", "next_fire_at", Kind.DATETIME, _S),
     Field("last_fired_at", "last_fired_at", Kind.DATETIME, _S),
@@ -104,6 +105,7 @@ class ScheduleIn(Schema):
     version_prefix = fields.String(
         allow_none=True, validate=[validate.Length(max=MAX_VERSION_PREFIX), plain_text]
     )
+    model_name = fields.String(load_default=DEFAULT_MODEL, validate=model_name_rule)
     enabled = fields.Boolean(load_default=True)
 
     @post_load
@@ -175,7 +177,14 @@ def create_schedule(
 ) -> Schedule:
     """Store a new schedule from validated ``fields``; Conflict if its name is taken."""
     now = now or utcnow()
-    values = {"timezone": "UTC", "enabled": True, "meta": None, "version_prefix": None, **fields}
+    values = {
+        "timezone": "UTC",
+        "enabled": True,
+        "meta": None,
+        "version_prefix": None,
+        "model_name": DEFAULT_MODEL,
+        **fields,
+    }
     schedule = Schedule(
         **values,
         next_fire_at=_first_fire(values["cron"], values["timezone"], values["enabled"], now),
@@ -372,7 +381,11 @@ def _make_training(
     session: Session, schedule: Schedule, cron: Cron, fire: datetime, now: datetime
 ) -> int | None:
     """The id of the training of ``fire``, made now or found made by another node."""
-    fields: dict[str, Any] = {"uuid": fire_uuid(schedule.name, fire), "meta": schedule.meta}
+    fields: dict[str, Any] = {
+        "uuid": fire_uuid(schedule.name, fire),
+        "meta": schedule.meta,
+        "model_name": schedule.model_name,
+    }
     if schedule.version_prefix:
         fields["version"] = schedule.version_prefix + f"{cron.local(fire):%Y%m%d%H%M}"
     try:

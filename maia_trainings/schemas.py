@@ -81,7 +81,8 @@ def printable(value: str) -> None:
         raise ValidationError("Must contain printable characters only.")
 
 
-def _model_name(value: str) -> None:
+def model_name_rule(value: str) -> None:
+    """A model's name, as trainings and schedules take it."""
     if not training_fields.is_model_name(value):
         raise ValidationError("1 to 64 of the characters A-Z a-z 0-9 . _ - (not only dots).")
 
@@ -136,7 +137,7 @@ TrainingIn = _TrainingInRules.from_dict(
         "meta": MetaText(allow_none=True),
         "scheduled_at": Timestamp(allow_none=True),
         # The model it trains (DEFAULT_MODEL when not given; see trainings.create_training).
-        "model_name": fields.String(validate=_model_name),
+        "model_name": fields.String(validate=model_name_rule),
         # Where the final event is POSTed (see webhooks); checked against the allowed hosts.
         "callback_url": fields.String(
             allow_none=True, validate=[validate.Length(max=2048), plain_text]

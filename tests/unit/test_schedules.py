@@ -28,6 +28,7 @@ SHOWN = [
     "timezone",
     "meta",
     "version_prefix",
+    "model_name",
     "enabled",
     "next_fire_at",
     "last_fired_at",
@@ -125,6 +126,8 @@ def test_a_new_schedule_is_shown_with_its_next_fire(client, auth):
         ({"name": ""}, "name", "1"),
         ({"name": "tab\there"}, "name", "printable"),
         ({"version_prefix": "v" * 33}, "version_prefix", "32"),
+        ({"model_name": "risk/2026"}, "model_name", "1 to 64"),
+        ({"model_name": ".."}, "model_name", "not only dots"),
         ({"enabled": "maybe"}, "enabled", "boolean"),
         ({"unknown": 1}, "unknown", "Unknown"),
     ],
@@ -339,6 +342,30 @@ def test_a_daily_schedule_fires_once_a_day_across_dst_changes(app, cron, window,
     walk(app, start, end, timedelta(minutes=10))
     assert uuids(app, schedule_id) == [f"daily@{moment}" for moment in expected]
     assert stored(app, schedule_id)["missed_fires"] == 0
+
+
+def test_a_schedules_trainings_belong_to_its_model_and_count_its_versions(app, client, auth):
+    risk = add(app, utc(2026, 5, 1), name="risk", cron="0 3 * * *", model_name="risk")
+    plain = add(app, utc(2026, 5, 1), name="plain", cron="0 3 * * *")
+    create_response = client.post("/trainings", json={"model_name": "risk"}, headers=auth)
+    assert create_response.status_code == 200
+
+    walk(app, utc(2026, 5, 1), utc(2026, 5, 2, 4), timedelta(hours=1))
+
+    assert [t.model_name for t in fired(app, risk)] == ["risk", "risk"]
+    assert [t.model_name for t in fired(app, plain)] == ["default", "default"]
+    assert stored(app, plain)["model_name"] == "default"
+    listed = client.get("/trainings?model_name=risk&_sort=id:ASC", headers=auth).json
+    assert [t["schedule_id"] for t in listed] == [None, str(risk), str(risk)]
+    # Its model changes with a PUT; fires made before keep theirs.
+    changed = client.put(
+        f"/schedules/{risk}",
+        json={"name": "risk", "cron": "0 3 * * *", "model_name": "risk-eu"},
+        headers=auth,
+    )
+    assert changed.status_code == 200, changed.json
+    walk(app, utc(2026, 5, 3, 2), utc(2026, 5, 3, 4), timedelta(hours=1))
+    assert [t.model_name for t in fired(app, risk)] == ["risk", "risk", "risk-eu"]
 
 
 def test_an_hourly_schedule_loses_no_hour_when_the_clocks_go_forward(app):
@@ -615,6 +642,8 @@ def test_cli_add_list_pause_resume_remove(runner, client, auth):
         '{"seconds": 0}',
         "--version-prefix",
         "n-",
+        "--model-name",
+        "risk",
     )
     assert added.exit_code == 0, added.output
     assert "nightly" in added.output
@@ -636,6 +665,7 @@ def test_cli_add_list_pause_resume_remove(runner, client, auth):
     assert listed == client.get("/schedules", headers=auth).json
     nightly = listed[0]
     assert (nightly["meta"], nightly["version_prefix"]) == ('{"seconds": 0}', "n-")
+    assert (nightly["model_name"], listed[1]["model_name"]) == ("risk", "default")
     assert nightly["created_by"] == "cli"
 
     assert cli(runner, "pause", "nightly").exit_code == 0

@@ -1,4 +1,6 @@
-"""Validation packs: a ``reports`` table, one row per succeeded training that has one.
+"""Validation packs: a ``reports`` table, one row per succeeded training that has one; and
+the model a schedule's trainings belong to (``schedules.model_name``, ``default`` for every
+existing schedule, as for every training before models).
 
 Revision ID: 0005
 Revises: 0004
@@ -25,7 +27,12 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("training_id"),
     )
+    op.add_column(
+        "schedules",
+        sa.Column("model_name", sa.String(length=64), server_default="default", nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_column("schedules", "model_name")
     op.drop_table("reports")
