@@ -40,8 +40,17 @@ def _y(value: float) -> float:
     return round(TOP + (1 - max(0.0, min(1.0, value))) * HEIGHT, 2)
 
 
-def chart(title: str, x_label: str, y_label: str, series: Sequence[Series]) -> Markup:
-    """A line chart on [0, 1] x [0, 1] as an inline SVG element."""
+def chart(
+    title: str,
+    x_label: str,
+    y_label: str,
+    series: Sequence[Series],
+    *,
+    legend_top: bool = False,
+) -> Markup:
+    """A line chart on [0, 1] x [0, 1] as an inline SVG element; its legend in the right-hand
+    corner its lines leave empty: the bottom one (rising curves), or the top (``legend_top``,
+    falling ones)."""
     environment = _environment()
     # Safe to mark: every value went through the autoescaping template.
     return Markup(  # noqa: S704
@@ -65,6 +74,12 @@ def chart(title: str, x_label: str, y_label: str, series: Sequence[Series]) -> M
             top=TOP,
             right=LEFT + WIDTH,
             bottom=TOP + HEIGHT,
+            legend_y=[
+                TOP + 14 + index * 12
+                if legend_top
+                else TOP + HEIGHT - 8 - (len(series) - 1 - index) * 12
+                for index in range(len(series))
+            ],
         )
     )
 
@@ -97,7 +112,8 @@ def charts(pack: Mapping[str, Any]) -> dict[str, Markup]:
             "KS: cumulative shares by score",
             "score (probability of default)",
             "cumulative share",
-            [
+            legend_top=True,
+            series=[
                 Series(
                     "bads", _points(discrimination.get("ks_curve"), "threshold", "bad_rate_cum")
                 ),
@@ -216,7 +232,7 @@ text-anchor="middle">{{ x_label }}</text>
 <text x="12" y="{{ (top + bottom) / 2 }}" font-size="10" text-anchor="middle" \
 transform="rotate(-90 12 {{ (top + bottom) / 2 }})">{{ y_label }}</text>
 {% for line in lines %}\
-<text x="{{ left + 8 }}" y="{{ top + 14 + loop.index0 * 12 }}" font-size="9" \
+<text x="{{ right - 8 }}" y="{{ legend_y[loop.index0] }}" font-size="9" text-anchor="end" \
 fill="{{ line.colour }}">{{ line.name }}</text>
 {% endfor %}\
 </svg>
