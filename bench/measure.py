@@ -1,4 +1,5 @@
-"""The measurements of ``make bench``: the suite's modes, servers and load, and its five parts."""
+"""The measurements of ``make bench``: the suite's modes, servers and load, and its parts
+(the sixth, scoring, in ``scoring.py``)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ REPS = 3
 THREADS = 8
 FINAL = ("succeeded", "failed", "cancelled")
 PEAK_MEMORY = re.compile(r"peak memory ([0-9.]+) MB")
-SECTIONS = ("create", "dispatch", "reads", "training", "nodes")
+SECTIONS = ("create", "dispatch", "reads", "training", "nodes", "score")
 
 
 @dataclass(frozen=True)
@@ -587,6 +588,13 @@ class Suite:
                 f"{Stat(out[name]['p50']).show(2)} ms, p99 {Stat(out[name]['p99']).show(2)} ms"
             )
         return out
+
+    # 6. Scoring ------------------------------------------------------------------------------
+
+    def bench_score(self) -> None:
+        import scoring  # it imports this module
+
+        scoring.measure(self)
 
 
 def noop_training(client: Client, timeout: float = 60) -> dict[str, Any]:

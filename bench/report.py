@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import scoring
 from common import BENCH, DASH, ROOT, Stat, log
 from measure import REPS, THREADS, Suite
 
@@ -121,6 +122,7 @@ class Report:
             ("reads", self.reads),
             ("training", self.training),
             ("nodes", self.nodes),
+            ("score", self.score),
         ]
         body: list[str] = []
         for name, render in sections:
@@ -404,6 +406,9 @@ class Report:
             peak_ratio.median <= 1.5 if peak.values else None,
         )
         return out
+
+    def score(self, data: dict[str, Any]) -> list[str]:
+        return scoring.render(self, data)
 
     def nodes(self, data: dict[str, Any]) -> list[str]:
         out = ["## 5. Nodes: SQLite and PostgreSQL", ""]

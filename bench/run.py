@@ -1,4 +1,5 @@
-"""The benchmark suite (``make bench``): creates, dispatch, reads, training overhead and nodes.
+"""The benchmark suite (``make bench``): creates, dispatch, reads, training overhead, nodes and
+scoring.
 
     python bench/run.py                  # BENCH=quick (the default): a few minutes
     BENCH=full python bench/run.py       # longer runs, 1,000,000 rows everywhere, 60 s idle
@@ -29,10 +30,13 @@ ratio between two things measured in this run, or a bound.
    latency from an API-only node to a ``trainings worker`` node polling once a minute (NOTIFY
    wakes it), beside one node that serves and runs; and ``queue.claim_next`` timed in-process
    (``bench/claims.py``) with 0 and 100,000 queued trainings not yet due.
+6. Scoring: ``POST /models/{name}/score`` with one row and with 10,000 rows, for a logistic
+   regression and a random forest champion, against the same model's bare ``predict_proba`` on
+   a DataFrame of the same rows in the bench process (``bench/scoring.py``).
 
 It writes ``bench/RESULTS.md`` and the summary table of README.md between the markers
 ``<!-- bench:start -->`` and ``<!-- bench:end -->`` (printed instead when they are missing).
-``BENCH_ONLY=create,dispatch,reads,training,nodes`` runs a part and only prints its results.
+``BENCH_ONLY=create,dispatch,reads,training,nodes,score`` runs a part and only prints its results.
 
 The parts live in ``measure.py`` (with the read benchmark's rows in ``rows.py``, the huey side
 in ``huey_bench.py``, the timed claims in ``claims.py`` and the PostgreSQL databases in

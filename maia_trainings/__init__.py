@@ -22,7 +22,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import auth, cli, config, db, error_handlers, headers
+from . import auth, cli, config, db, error_handlers, headers, scorer
 from .api import bp
 
 
@@ -49,5 +49,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     headers.init_app(app)
     auth.init_app(app)
     cli.init_app(app)
+    scorer.init_app(app)
     app.register_blueprint(bp)
     return app

@@ -60,6 +60,17 @@ PUBLISH_POLICY = "always"
 # How much higher a challenger's gini must be for "if_better" to publish it.
 PUBLISH_MARGIN = 0.0
 
+# Rows one POST /models/{model_name}/score may carry (a JSON array); more are refused (400).
+SCORE_MAX_ROWS = 10_000
+# Largest body POST /models/{model_name}/score reads, in bytes (batches are larger than the
+# bodies MAX_CONTENT_LENGTH is for); larger ones get 413.
+SCORE_MAX_CONTENT_LENGTH = 16 * 1024 * 1024
+# Points of score that double the odds of repaying (good:bad): the scale's "points to double
+# the odds".
+SCORE_PDO = 20
+# The score at odds of 50:1 (good:bad).
+SCORE_BASE = 600
+
 # Seconds after a schedule's fire within which a missed fire (the service was down) still
 # creates its training on restart; older missed fires are skipped and counted.
 MISFIRE_GRACE = 86400

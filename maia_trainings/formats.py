@@ -63,15 +63,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
-def _from_json(data: bytes) -> dict[str, Any]:
+def decode_json(data: bytes) -> Any:
+    """A JSON body's value; MalformedBody says what is wrong (NaN and Infinity included)."""
     try:
-        value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise MalformedBody("the JSON body is not valid UTF-8") from None
     except RecursionError:
         raise MalformedBody("the JSON body is nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, integers too long to convert
         raise MalformedBody(f"the JSON body is malformed: {exc}") from None
+
+
+def _from_json(data: bytes) -> dict[str, Any]:
+    value = decode_json(data)
     if not isinstance(value, dict):
         raise MalformedBody("the JSON body must be an object")
     return value

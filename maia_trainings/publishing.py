@@ -18,7 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Row, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from .db import database_of, reading, writing
@@ -85,6 +85,29 @@ def _gini(metrics: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return None
+
+
+# The champion's id, version and model file, for a read on every score request: one indexed
+# query with no training row to build.
+_LATEST = (
+    select(func.max(Publication.id))
+    .where(Publication.model_name == bindparam("model_name"))
+    .scalar_subquery()
+)
+_CHAMPION_FILE = (
+    select(Training.id, Training.version, Training.binary_path, Training.binary_sha256)
+    .join(Publication, Publication.training_id == Training.id)
+    .where(Publication.id == _LATEST)
+)
+
+
+def champion_file(
+    session: Session, model_name: str
+) -> Row[int, str | None, str | None, str | None] | None:
+    """The champion of ``model_name`` as ``(id, version, binary_path, binary_sha256)``, read
+    now; None while it has none (or when there is no such model)."""
+    with reading(session):
+        return session.execute(_CHAMPION_FILE, {"model_name": model_name}).first()
 
 
 def champion_row(session: Session, model_name: str) -> Training | None:

@@ -1,4 +1,4 @@
-"""The /models resource: each model's champion, its model file and its publications."""
+"""The /models resource: each model's champion, its model file, its publications, scoring."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Response
 
-from .. import db, publishing
+from .. import db, publishing, scorer
 from ..auth import can_read
 from ..errors import NotFound
 from ..fields import format_timestamp, is_model_name, represent
@@ -71,3 +71,12 @@ def model_binary(model_name: str) -> Response:
 def model_history(model_name: str) -> Response:
     found = publishing.history(db.get_session(), _name(model_name))
     return render([_publication(row) for row in found])
+
+
+@bp.post("/models/<model_name>/score")
+@can_read
+def score_rows(model_name: str) -> Response:
+    name, rows = _name(model_name), scorer.read_rows()
+    # One light read of the champion; without one, the full read says why (404).
+    champion = scorer.current_champion(db.get_session(), name)
+    return scorer.score(name, champion or scorer.Champion.of(_champion(name)), rows)

@@ -35,6 +35,8 @@ KNOWN_RULES = {
     "/healthz",
 }
 PUBLIC_ROUTES = {("/healthz", "GET")}
+# Writes nothing though it is a POST: scoring rows is reading the champion (read tokens may).
+READ_POSTS = {("/models/<model_name>/score", "POST")}
 RULE_ARGUMENT = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
 
 _addresses = itertools.count(1)
@@ -97,7 +99,7 @@ def test_every_route_but_healthz_refuses_missing_revoked_and_read_tokens(
             assert response.status_code == 200, (method, url, response.data)
             continue
         kinds = dict(cases)
-        if method != "GET":
+        if method != "GET" and (rule, method) not in READ_POSTS:
             kinds["read-scope token"] = bearer(read_token)
         for kind, headers in kinds.items():
             response = client.open(
