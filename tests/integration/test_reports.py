@@ -170,8 +170,10 @@ def test_if_better_publishes_a_better_challenger_keeps_a_worse_one_out_and_says_
     weaker = trained(client, auth, runner, meta={**weak_meta, "seed": 7})
 
     assert fetch(client, auth, weak["id"])["published_at"]  # no champion yet
-    assert report(client, auth, weak["id"]).json["training"]["publish_note"].startswith(
-        "if_better: gini"
+    assert (
+        report(client, auth, weak["id"])
+        .json["training"]["publish_note"]
+        .startswith("if_better: gini")
     )
     strong_facts = report(client, auth, strong["id"]).json["training"]
     assert strong_facts["champion"] is True
@@ -256,9 +258,7 @@ def sample_run(client, auth, runner, meta):
     return fetch(client, auth, training["id"])
 
 
-def test_a_custom_trainers_pack_is_stored_served_and_drawn_as_far_as_it_goes(
-    client, auth, runner
-):
+def test_a_custom_trainers_pack_is_stored_served_and_drawn_as_far_as_it_goes(client, auth, runner):
     first = sample_run(client, auth, runner, {"report": OWN_PACK})
     second = sample_run(client, auth, runner, {"report": OWN_PACK})
     assert first["status"] == second["status"] == "succeeded"

@@ -231,7 +231,8 @@ def test_psi_against_a_kept_distribution_equals_psi_against_its_scores():
     _, champion = scored(1000, seed=3)
     _, challenger = scored(700, seed=4)
     kept = json.loads(json.dumps(validation.score_bins(champion)))
-    assert len(kept["edges"]) == 9 and sum(kept["shares"]) == pytest.approx(1.0)
+    assert len(kept["edges"]) == 9
+    assert sum(kept["shares"]) == pytest.approx(1.0)
     assert validation.psi_against(kept, challenger) == validation.psi(champion, challenger)
     assert validation.psi_against({"edges": [], "shares": []}, challenger)["psi"] is None
     assert validation.psi_against({"edges": [0.5], "shares": [1.0]}, challenger)["psi"] is None
