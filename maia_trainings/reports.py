@@ -52,7 +52,7 @@ def draw(pack: Mapping[str, Any]) -> dict[str, str]:
     (a custom trainer's), which is still stored and served as JSON."""
     try:
         return {name: str(svg) for name, svg in report_page.charts(pack).items()}
-    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
         log.warning("a validation pack's charts could not be drawn: %s", exc)
         return {}
 
@@ -112,7 +112,7 @@ class TrainingReport:
 
     def as_json(self) -> dict[str, Any]:
         """Every figure of the pack, with the training's facts under ``training``."""
-        return {"training": self.facts(), **self.pack}
+        return {**self.pack, "training": self.facts()}  # the service's facts win
 
     def as_html(self) -> str:
         """The printable page, with the charts drawn when the training ran."""

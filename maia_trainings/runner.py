@@ -219,9 +219,14 @@ class _Run:
             child.end(EXIT_GRACE if said else 0)
 
     def _champion(self) -> dict[str, Any] | None:
-        """The model's champion as the trainer is told of it (ctx.champion)."""
-        with self.runner.database.session() as session:
-            return reports.champion_baseline(session, self.training.model_name)
+        """The model's champion as the trainer is told of it (ctx.champion); None when it
+        cannot be read now: the run goes on, its pack without a stability index."""
+        try:
+            with self.runner.database.session() as session:
+                return reports.champion_baseline(session, self.training.model_name)
+        except Exception:
+            log.warning("training %s: its model's champion could not be read", self.training.id)
+            return None
 
     def _record(self, ended: _Ended, child: Child) -> Outcome:
         """Write how the run ended on the training; the Outcome says what it was left as."""

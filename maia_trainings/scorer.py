@@ -8,6 +8,7 @@ import logging
 import math
 import operator
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 EXTENSION = "maia_trainings.scorer"
 # Champions' pipelines kept in memory per process, the least recently scored dropped first.
 MODELS_KEPT = 16
+# Seconds a champion that could not be loaded is refused from memory before it is tried again
+# (an operator may restore its file meanwhile).
+RELOAD_AFTER_FAILURE = 5.0
 # Probabilities are clipped into [EPSILON, 1 - EPSILON] for the points: a certain default or
 # a certain repayment would be an infinite score.
 EPSILON = 1e-9
@@ -273,16 +277,29 @@ def _blocks(pipeline: Any) -> tuple[tuple[Any, list[str]], ...] | None:
             if transformer == "drop":
                 continue
             return None  # passthrough
+        if len(columns) == 0:
+            continue  # a block of no columns: kept unfitted, and left out of the output
         blocks.append((transformer, list(columns)))
     return tuple(blocks)
 
 
 class _Slot:
-    """One model name's loaded champion, and the lock its loads take turns on."""
+    """One model name's loaded champion, and the lock its loads take turns on; and the last
+    champion that could not be loaded, with why and when."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.model: Model | None = None
+        self.failed: tuple[Champion, Conflict, float] | None = None
+
+    def recent_failure(self, champion: Champion) -> Conflict | None:
+        """Why ``champion`` could not be loaded, if that was tried less than RELOAD_AFTER_FAILURE
+        seconds ago: each request does not hash and load a file that was just refused."""
+        if self.failed is None:
+            return None
+        failed, why, when = self.failed
+        fresh = time.monotonic() - when < RELOAD_AFTER_FAILURE
+        return why if fresh and failed == champion else None
 
 
 class Scorer:
@@ -312,7 +329,15 @@ class Scorer:
         with slot.lock:
             found = slot.model
             if found is None or not found.matches(champion):
-                found = slot.model = load(champion, self.models_dir)
+                failure = slot.recent_failure(champion)
+                if failure is not None:
+                    raise failure
+                try:
+                    found = slot.model = load(champion, self.models_dir)
+                except Conflict as exc:
+                    slot.failed = (champion, exc, time.monotonic())
+                    raise
+                slot.failed = None
         return found
 
 
@@ -384,7 +409,13 @@ def _texts(column: str, values: tuple[Any, ...], single: bool) -> Converted:
     import numpy as np
 
     problem = _column_problem(column, values, (str, type(None)), single)
-    return (None, problem) if problem is not None else (np.array(values, dtype=object), None)
+    if problem is not None:
+        return None, problem
+    texts = np.array(values, dtype=object)
+    # A gap is NaN, as in training: the imputer's mask finds NaN, not None (pandas only turns
+    # None into NaN in a column that also holds text, so a one-row gap would escape it).
+    texts[texts == None] = np.nan  # noqa: E711 (elementwise, not an identity test)
+    return texts, None
 
 
 def frame(model: Model, rows: Rows) -> pd.DataFrame:

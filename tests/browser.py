@@ -32,6 +32,8 @@ from playwright.sync_api import (
 )
 
 CHROMIUM_VARIABLE = "MAIA_TEST_CHROMIUM"
+# Set by .ci/run, which installs Chromium: there the browser tests fail rather than skip.
+REQUIRED_VARIABLE = "MAIA_TEST_REQUIRE_CHROMIUM"
 # Debian's package installs /usr/bin/chromium; .ci/run installs the package.
 DEFAULT_CHROMIUM = "chromium"
 SKIP_NO_CHROMIUM = "no Chromium: install Debian's chromium package (see .ci/run)"
@@ -128,7 +130,10 @@ def chromium() -> Iterator[Browser]:
     binary = chromium_binary()
     if binary is None:
         named = os.environ.get(CHROMIUM_VARIABLE)
-        pytest.skip(f"{CHROMIUM_VARIABLE}={named}: not found" if named else SKIP_NO_CHROMIUM)
+        reason = f"{CHROMIUM_VARIABLE}={named}: not found" if named else SKIP_NO_CHROMIUM
+        if os.environ.get(REQUIRED_VARIABLE):  # CI installs Chromium: its absence is a failure
+            pytest.fail(f"{reason} ({REQUIRED_VARIABLE} is set)")
+        pytest.skip(reason)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=binary, headless=True, args=FLAGS)
         yield browser

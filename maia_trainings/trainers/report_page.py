@@ -163,7 +163,7 @@ def render(
         return template.render(
             title=title, facts=facts, pack=pack, charts=shown, number=_number, style=_STYLE_MARKUP
         )
-    except (TypeError, ValueError, AttributeError, KeyError):
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError):
         return template.render(
             title=title,
             facts=facts,
@@ -199,6 +199,7 @@ body { font: 13px/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 60em; 
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
 table { border-collapse: collapse; margin: .5em 0; }
 th, td { border: 1px solid #ccc; padding: .2em .6em; text-align: right; }
+.record td { text-align: left; word-break: break-all; }
 th:first-child, td:first-child { text-align: left; }
 .charts { display: flex; flex-wrap: wrap; gap: 1em; }
 @media print { body { margin: 0; max-width: none; } .charts { break-inside: avoid; } }
@@ -299,6 +300,24 @@ freedom, p-value {{ number(hl.p_value) }}.</p>
 <td>{{ number(row.coefficient if row.coefficient is defined else row.importance) }}</td></tr>
 {% endfor %}</table>
 {% else %}<p>Not computed.</p>{% endif %}
+{% set r = pack.reproducibility or {} %}{% set ds = r.dataset or {} %}
+<h2>Reproducibility</h2>
+{% if r %}<table class="record">
+<tr><th>trainer</th><td>{{ r.trainer }}</td></tr>
+<tr><th>dataset</th><td>{{ ds.kind }}: {{ ds.name }}</td></tr>
+<tr><th>dataset SHA-256</th><td>{{ ds.sha256 }}</td></tr>
+<tr><th>rows and columns read</th>\
+<td>{{ number(ds.rows) }} rows; {{ ds.columns|join(", ") }}</td></tr>
+{% if ds.query %}<tr><th>query</th><td><code>{{ ds.query }}</code></td></tr>{% endif %}
+<tr><th>parameters (meta)</th><td><code>{{ r.parameters|tojson }}</code></td></tr>
+<tr><th>model</th><td>{{ r.model }}</td></tr>
+<tr><th>hyper-parameters</th><td><code>{{ r.hyperparameters|tojson }}</code></td></tr>
+<tr><th>seed</th><td>{{ r.seed }}</td></tr>
+<tr><th>test part</th><td>{{ r.test_size }} ({{ number(r.test_rows) }} rows)</td></tr>
+{% for name, version in (r.versions or {}).items() %}\
+<tr><th>{{ name }}</th><td>{{ version }}</td></tr>
+{% endfor %}</table>
+{% else %}<p>No reproducibility record: the trainer returned none.</p>{% endif %}
 </body>
 </html>
 """

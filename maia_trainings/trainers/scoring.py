@@ -313,7 +313,11 @@ def train(ctx: TrainingContext) -> dict[str, Any]:
     stability = result["report"]["stability"]
     steps.done(
         "the validation pack"
-        + (f" (PSI {stability['psi']:.4f} against the champion)" if stability else ""),
+        + (
+            f" (PSI {stability['psi']:.4f} against the champion)"
+            if stability and stability["psi"] is not None
+            else ""
+        ),
         0.95,
     )
 

@@ -122,6 +122,9 @@ def test_the_page_is_self_contained_with_four_charts_drawn_when_it_ran(
     assert html.count("<polyline") >= 7  # model and chance lines, both KS lines, ...
     assert f"training {training['id']}" in html
     assert training["binarySha256"] in html
+    record = report(client, auth, training["id"]).json["reproducibility"]
+    assert record["dataset"]["sha256"] in html
+    assert f"<th>scikit-learn</th><td>{record['versions']['scikit-learn']}</td>" in html
     # Nothing to fetch: no script, image, link or frame, and no address but SVG's namespace.
     assert not re.search(r"<(script|img|link|iframe|object)\b", html)
     assert set(re.findall(r"https?://[^\s\"'<>]+", html)) == {"http://www.w3.org/2000/svg"}
@@ -197,7 +200,8 @@ def test_a_query_datasource_records_the_query_and_a_digest_of_its_rows(
     with sqlite3.connect(warehouse) as connection:
         pd.read_csv(loans_csv).to_sql("loans", connection, index=False)
     app.config["DATASOURCES"] = {"warehouse": f"sqlite:///{warehouse}"}
-    query = "SELECT * FROM loans WHERE loan_amount > 0"
+    # Text a client wrote reaches the page escaped: here, in the query.
+    query = "SELECT *, '<script>alert(1)</script>' AS note FROM loans WHERE loan_amount > 0"
     dataset = {"datasource": "warehouse", "query": query}
 
     first = trained(client, auth, runner, meta={"dataset": dataset})
@@ -210,6 +214,9 @@ def test_a_query_datasource_records_the_query_and_a_digest_of_its_rows(
     assert re.fullmatch(r"[0-9a-f]{64}", record["sha256"])
     # The same rows give the same digest, whatever else the training changed.
     assert report(client, auth, again["id"]).json["reproducibility"]["dataset"] == record
+    page = report(client, auth, first["id"], "text/html").get_data(as_text=True)
+    assert "<script" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
 def test_no_pack_is_a_404_that_says_why_and_reading_needs_a_token(
@@ -249,6 +256,7 @@ OWN_PACK = {
     },
     "fairness": {"groups": ["a", "b"], "gap": 0.01},
     "champion": "told",
+    "training": {"id": "forged", "champion": True},  # the service's facts win
 }
 
 
@@ -265,6 +273,8 @@ def test_a_custom_trainers_pack_is_stored_served_and_drawn_as_far_as_it_goes(cli
 
     pack = report(client, auth, first["id"]).json
     assert pack["fairness"] == OWN_PACK["fairness"]  # its own sections, in the JSON
+    assert pack["training"]["id"] == first["id"]
+    assert pack["training"]["binarySha256"] == first["binarySha256"]
     assert pack["discrimination"] == OWN_PACK["discrimination"]
     assert pack["champion"] is None  # the first training of its model had no champion
     told = report(client, auth, second["id"]).json["champion"]

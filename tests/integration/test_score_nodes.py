@@ -48,6 +48,7 @@ def test_each_node_scores_with_a_new_champion_from_its_next_request(server_facto
 
     first_node.post(f"/trainings/{second['id']}/publish")
     after_publish = scores(second_node, rows)
+    assert scores(first_node, rows) == after_publish  # both nodes hold the second one now
     second_node.post(f"/trainings/{first['id']}/publish")  # the rollback, through the other node
     after_rollback = scores(first_node, rows)
 

@@ -172,8 +172,10 @@ def test_one_row_and_a_batch_score_as_the_champion_s_own_model(app, client, auth
         {"model": "logistic_regression", "seed": 4},
         {"model": "gradient_boosting", "params": {"max_iter": 20}, "seed": 4},
         {"model": "random_forest", "params": {"n_estimators": 10}, "seed": 4},
+        {"features": ["age", "debt_to_income", "late_payments_12m"]},
+        {"features": ["region", "purpose", "home_ownership"]},
     ],
-    ids=["logistic_regression", "gradient_boosting", "random_forest"],
+    ids=["logistic_regression", "gradient_boosting", "random_forest", "numbers-only", "text-only"],
 )
 def test_every_model_kind_scores_exactly_as_its_own_pipeline(
     app, client, auth, datasets, rows, meta
@@ -214,7 +216,16 @@ def test_extra_keys_are_ignored_and_nulls_are_imputed(app, client, auth, champio
     all_null = scored(client, auth, gaps)
 
     assert with_extra == scored(client, auth, row)
-    assert abs(all_null["scoreProbability"] - own_probabilities(app, champion, [gaps])[0]) <= 1e-12
+    # As in training: a number's gap is the training data's median, a text's the category
+    # "missing" (pandas reads an empty CSV cell as NaN; a JSON null must score the same).
+    nan_gaps = pd.DataFrame([gaps]).astype(float)
+    text = ["home_ownership", "purpose", "region"]
+    nan_gaps[text] = nan_gaps[text].astype(object)
+    expected = scoring.load_model(model_file(app, champion)).predict_proba(nan_gaps)[0, 1]
+    assert all_null["scoreProbability"] == expected
+    assert scored(client, auth, {**row, "region": None}) == scored(
+        client, auth, {**row, "region": "missing"}
+    )
 
 
 def test_a_read_token_may_score_and_no_token_may_not(client, read_token, champion, rows):
@@ -399,6 +410,21 @@ def test_a_champion_whose_file_is_gone_is_409(app, client, auth, champion, rows)
     assert response.status_code == 409
     assert is_error_body(response.json, 409)
     assert "missing" in response.json["message"]
+
+
+def test_a_refused_champion_is_tried_again_after_a_moment(
+    app, client, auth, champion, rows, monkeypatch
+):
+    path = model_file(app, champion)
+    kept = path.read_bytes()
+    path.unlink()
+    assert score(client, auth, rows[0]).status_code == 409
+
+    path.write_bytes(kept)  # the operator restores the file
+    # Within RELOAD_AFTER_FAILURE the refusal is remembered: no hash and load per request.
+    assert score(client, auth, rows[0]).status_code == 409
+    monkeypatch.setattr(scorer, "RELOAD_AFTER_FAILURE", 0.0)
+    assert score(client, auth, rows[0]).status_code == 200
 
 
 def _foreign_skops(tmp_path):
