@@ -67,6 +67,7 @@ def insert_trainings(path: Path, rows: int, seed: int = 7) -> dict[str, int]:
                 updated_by="bench",
                 attempts=0,
                 request_fingerprint=f"{rng.getrandbits(256):064x}",
+                model_name="default",
             )
             if status in ("succeeded", "failed"):
                 started = created + dt.timedelta(milliseconds=rng.randint(5, 2000))
@@ -90,6 +91,7 @@ def insert_trainings(path: Path, rows: int, seed: int = 7) -> dict[str, int]:
                         rmse=0.3 + rng.random() * 0.05,
                         version=str(auto_version),
                         auto_version=auto_version,
+                        model_version=auto_version,
                         metrics=METRICS.format(auc=auc, gini=2 * auc - 1),
                         binary_path=f"{uid}/model.skops",
                         binary_sha256=f"{rng.getrandbits(256):064x}",

@@ -10,9 +10,9 @@ requests (latency), 10,000-row requests (rows/s), then in this process, with the
 the champion's own file (``GET /models/{name}/binary``) loaded with the trainer's ``load_model``
 scoring a DataFrame of the same rows (``pd.DataFrame(rows)``), and the batch's way through the
 service's own steps timed one by one in this process: ``json.loads`` of the body (what any JSON
-service of these rows pays before it scores one), ``scorer.frame`` (the rows' checks and the
-DataFrame), ``predict_proba`` on that frame and the points. The rest of a request's time is
-HTTP, authentication, reading the champion and writing the answer.
+service of these rows pays before it scores one), ``scorer.checked_columns`` (the rows'
+checks, column by column), the model's probabilities from those columns and the points. The
+rest of a request's time is HTTP, authentication, reading the champion and writing the answer.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ FIGURES = ("one_p50", "one_p99", "bare_one_p50", "batch_ms", "batch_rps", "bare_
 # The service's steps for a batch, timed alone (see _steps).
 STEPS = {
     "decode": "`json.loads` of the body",
-    "frame": "the rows' checks and DataFrame (`scorer.frame`)",
-    "predict": "`predict_proba` on that frame",
+    "frame": "the rows' checks, by column (`scorer.checked_columns`)",
+    "predict": "the model's probabilities from those columns (`Model.probability`)",
     "points": "the points",
 }
 
@@ -81,9 +81,9 @@ def _steps(model: Any, body: bytes, repeat: int) -> dict[str, float]:
         began = time.perf_counter()
         rows = json.loads(body.decode())
         decoded = time.perf_counter()
-        frame = scorer.frame(model, scorer.Rows(rows, single=False))
+        columns = scorer.checked_columns(model, scorer.Rows(rows, single=False))
         framed = time.perf_counter()
-        probability = model.pipeline.predict_proba(frame)[:, model.default]
+        probability = model.probability(columns)
         predicted = time.perf_counter()
         settings.points(probability)
         ended = time.perf_counter()
