@@ -5,9 +5,10 @@ server that imports it runs trainings too; it stops, re-queueing what runs, when
 It starts the webhook sender too, whatever SCHEDULER_ENABLED says.
 """
 
-from maia_trainings import create_app, dispatcher, node, sender
+from maia_trainings import create_app, dispatcher, logs, node, sender
 
 app = create_app()
+logs.configure(app)  # LOG_FORMAT, on stderr: one line per request and per transition
 # A database behind this release's schema, or a models folder this node cannot write, stops
 # the server here, saying what to do.
 node.start(app, node.Role.BOTH if app.config["SCHEDULER_ENABLED"] else node.Role.API)

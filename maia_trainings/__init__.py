@@ -22,8 +22,9 @@ from typing import Any
 
 from flask import Flask
 
-from . import auth, cli, config, db, error_handlers, headers, scorer
+from . import auth, cli, config, db, error_handlers, headers, logs, metrics, scorer
 from .api import bp
+from .dashboard import bp as dashboard_bp
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -50,5 +51,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     auth.init_app(app)
     cli.init_app(app)
     scorer.init_app(app)
+    logs.init_app(app)
+    metrics.init_app(app)
     app.register_blueprint(bp)
+    app.register_blueprint(dashboard_bp)
     return app

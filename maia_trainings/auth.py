@@ -184,6 +184,12 @@ def current_actor() -> str | None:
     return token.name if token is not None else None
 
 
+def current_caller() -> Caller:
+    """The token making this request (inside a view that needs one)."""
+    caller: Caller = token_auth.current_user()
+    return caller
+
+
 def init_app(app: Flask) -> None:
     app.extensions[CACHE_EXTENSION] = TokenCache(float(app.config["TOKEN_CACHE_SECONDS"]))
     app.extensions[EXTENSION] = FailedAuthentications(

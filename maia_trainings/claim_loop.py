@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -20,7 +21,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy.orm import Session
 
-from . import db, queue, schedules
+from . import db, metrics, queue, schedules
 from .children import Children
 from .config import MISFIRE_GRACE
 from .models import Status, Training, utcnow
@@ -42,7 +43,8 @@ class ClaimLoop:
     ``--limit``); ``on_claimed`` hears of every claim, ``on_finished`` of every run's outcome
     (in the thread that ran it), and ``on_slot_free`` that a slot is free again, and whether
     its runs left a retry waiting out a back-off. ``misfire_grace`` is how old (seconds) a
-    schedule's missed fire may be and still make its training.
+    schedule's missed fire may be and still make its training. ``figures`` counts the runs
+    started and how they ended (see ``metrics``).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class ClaimLoop:
         on_slot_free: Callable[[bool], None] | None = None,
         children: Children | None = None,
         misfire_grace: float = MISFIRE_GRACE,
+        figures: metrics.Metrics | None = None,
     ) -> None:
         self.database = database
         self.workers = workers
@@ -73,6 +76,7 @@ class ClaimLoop:
         self.on_slot_free = on_slot_free
         self.children = children
         self.misfire_grace = misfire_grace
+        self.figures = figures
         self._busy = 0
         self._busy_changed = threading.Condition()
         self._running: set[int] = set()  # the trainings this loop's workers run now
@@ -94,9 +98,10 @@ class ClaimLoop:
         """The loop of ``app``, its trainings run by a Runner in children this loop owns (and
         lets go when it stops); ``run`` replaces the Runner (a fake, in tests)."""
         settings, database, children = RunSettings.from_app(app), db.database(app), None
+        figures = metrics.of(app)
         if run is None:
             children = Children()
-            run = Runner(settings, database, children, shutdown).run
+            run = Runner(settings, database, children, shutdown, figures=figures).run
         return cls(
             database,
             workers=workers,
@@ -105,6 +110,7 @@ class ClaimLoop:
             shutdown=shutdown,
             children=children,
             misfire_grace=float(app.config["MISFIRE_GRACE"]),
+            figures=figures,
             **options,
         )
 
@@ -176,11 +182,16 @@ class ClaimLoop:
                 assert training.lease_owner is not None
                 with self._busy_changed:
                     self._running.add(training.id)
+                if self.figures is not None:
+                    self.figures.run_started()
+                began = time.monotonic()
                 try:
                     outcome = self.run(training, training.lease_owner)
                 finally:
                     with self._busy_changed:
                         self._running.discard(training.id)
+                if self.figures is not None:
+                    self.figures.run_ended(outcome.ending, outcome.status, time.monotonic() - began)
                 left = outcome.status or "stopped (cancelled or taken over)"
                 log.info("training %s: %s (%s)", training.id, left, outcome.ending)
                 retried = retried or outcome.status is Status.QUEUED

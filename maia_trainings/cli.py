@@ -16,6 +16,8 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
+from prometheus_client import start_http_server
+from rich.console import Console
 from werkzeug.datastructures import MultiDict
 
 from . import (
@@ -24,12 +26,15 @@ from . import (
     db,
     dispatcher,
     listing,
+    logs,
+    metrics,
     migrations,
     node,
     schedules,
     sender,
     server,
     tokens,
+    top,
 )
 from .errors import SchemaNotCurrent, ServiceError
 from .fields import format_timestamp, represent
@@ -68,6 +73,7 @@ def _current_schema() -> None:
 
 def _start_node(app: Flask, role: node.Role) -> None:
     """Refuse to start a node whose database or models folder is not ready, saying why."""
+    logs.configure(app)  # before the checks, so that their refusal is logged as configured
     try:
         node.start(app, role)
     except SchemaNotCurrent as exc:
@@ -253,7 +259,19 @@ def serve_command(host: str, port: int, threads: int) -> None:
 
 @trainings.command("worker")
 @click.option("--workers", type=int, default=None, help="Trainings at once [default: WORKERS].")
-def worker_command(workers: int | None) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve this node's /metrics on this port (a worker serves no other HTTP).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address --metrics-port listens on; it asks for no token.",
+)
+def worker_command(workers: int | None, metrics_port: int | None, metrics_host: str) -> None:
     """Run trainings without serving HTTP, until SIGTERM or SIGINT: a worker node.
 
     It claims due trainings from the shared database as a server's dispatcher does (woken at
@@ -268,6 +286,13 @@ def worker_command(workers: int | None) -> None:
     started = dispatcher.start(app, worker=True)
     assert started is not None
     sender.start(app)
+    if metrics_port is not None:
+        figures = metrics.of(app)
+        assert figures is not None
+        # prometheus-client's own server, in a thread: the runs this node makes are counted
+        # here and nowhere else, so they must be scraped here.
+        start_http_server(metrics_port, addr=metrics_host, registry=figures.registry)
+        click.echo(f"Metrics on http://{metrics_host}:{metrics_port}/metrics")
     stopped = threading.Event()
 
     def stop(_signum: int, _frame: object) -> None:
@@ -287,6 +312,21 @@ def worker_command(workers: int | None) -> None:
         click.echo("Stopping: running trainings get SHUTDOWN_GRACE seconds to finish.")
         started.shutdown()
         sender.stop()
+
+
+@trainings.command("top")
+@click.option("--once", is_flag=True, help="Print one frame and exit (for scripts).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes.",
+)
+def top_command(once: bool, interval: float) -> None:
+    """Watch the queue: counts by status, running trainings with their progress, the oldest
+    queued; refreshed every INTERVAL seconds until Ctrl-C."""
+    top.watch(db.database(), once=once, interval=interval, console=Console())
 
 
 @trainings.command("run-pending")

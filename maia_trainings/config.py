@@ -86,3 +86,10 @@ WEBHOOK_TIMEOUT = 5.0
 # The key that signs the deliveries to a training's own callback_url; callback_url is
 # refused while it is not set.
 WEBHOOK_CALLBACK_SECRET: str | None = None
+
+# GET /metrics answers anyone on the service's port; False: only requests with a valid token
+# (read scope is enough).
+METRICS_PUBLIC = True
+# Log lines (one per request, one per training transition): "text" (readable) or "json" (a
+# JSON object per line, for log shippers).
+LOG_FORMAT = "text"

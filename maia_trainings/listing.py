@@ -51,6 +51,8 @@ OPERATORS = (
     "eq",
 )
 TEXT_ONLY_OPERATORS = frozenset({"contains", "ncontains", "containss", "ncontainss"})
+# True and false have no order: SQLAlchemy refuses `enabled < true` (it was a 500).
+ORDER_OPERATORS = frozenset({"lt", "lte", "gt", "gte"})
 PAGING_PARAMETERS = ("_limit", "_start", "_sort")
 MAX_OFFSET = 2**62
 
@@ -116,6 +118,8 @@ def _boolean(raw: str) -> bool:
 
 
 def _typed(kind: Kind, operator: str, raw: str) -> Any:
+    if operator in ORDER_OPERATORS and kind is Kind.BOOLEAN:
+        raise ValidationError(f"The {operator} operator does not apply to true/false fields.")
     if operator == "null" or kind is Kind.BOOLEAN:
         return _boolean(raw)
     if operator in TEXT_ONLY_OPERATORS and kind is not Kind.TEXT:

@@ -20,9 +20,9 @@ from sqlalchemy import String, and_, bindparam, case, cast, func, or_, select, u
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from . import outbox, publishing, reports
-from .db import Announcement, database_of, reading, rows_changed, writing
-from .errors import Conflict
+from . import logs, outbox, publishing, reports
+from .db import Announcement, after_commit, database_of, reading, rows_changed, writing
+from .errors import Conflict, NotFound
 from .fields import METRICS
 from .models import (
     EVENT_OF_STATUS,
@@ -35,7 +35,6 @@ from .models import (
 )
 from .publishing import PublishPolicy
 from .retry import RetryPolicy
-from .trainings import get_training
 
 # A successful run's results the training keeps: the trainer's figures and version, and what
 # the runner records about the run.
@@ -57,19 +56,35 @@ def _release(**values: Any) -> dict[str, Any]:
     return {"lease_owner": None, "lease_expires_at": None, **values}
 
 
-# What a status change's UPDATE returns: enough for the outbox to know who is owed what.
-_CHANGED = (TRAININGS.c.id, TRAININGS.c.callback_url)
+# What a status change's UPDATE returns: enough for the outbox to know who is owed what, and
+# for the transition's log line.
+_CHANGED = (TRAININGS.c.id, TRAININGS.c.callback_url, TRAININGS.c.uuid, TRAININGS.c.attempts)
 
 
-def _record_changes(session: Session, status: Any, rows: Any, now: datetime | None) -> int:
+def _record_changes(
+    session: Session, status: Any, rows: Any, now: datetime | None, *, before: Status
+) -> int:
     """Within the change's writing block: the deliveries of the trainings whose UPDATE
-    returned ``rows`` (id, callback_url) and that are now in ``status``; returns how many
-    trainings changed."""
+    returned ``rows`` (id, callback_url, uuid, attempts) and that went from ``before`` to
+    ``status``, and their log lines once committed; returns how many trainings changed."""
+    rows = list(rows)
     changed = [(row.id, row.callback_url) for row in rows]
     event = EVENT_OF_STATUS.get(Status(status))
     if changed and event is not None:
         outbox.record(session, event, changed, now=now)
+    _log_after_commit(session, rows, before, Status(status))
     return len(changed)
+
+
+def _log_after_commit(session: Session, rows: Any, before: Status, after: Status) -> None:
+    """Log each row's transition once the writing block commits (a rollback logs nothing)."""
+
+    def log_them() -> None:
+        for row in rows:
+            logs.transition(row.id, row.uuid, before, after, row.attempts)
+
+    if rows:
+        after_commit(session, log_them)
 
 
 def promote_due(session: Session, *, now: datetime | None = None) -> int:
@@ -87,7 +102,7 @@ def promote_due(session: Session, *, now: datetime | None = None) -> int:
             .values(status=Status.QUEUED, updated_at=now)
             .returning(*_CHANGED)
         ).all()
-        promoted = _record_changes(session, Status.QUEUED, rows, now)
+        promoted = _record_changes(session, Status.QUEUED, rows, now, before=Status.SCHEDULED)
         if promoted:
             database_of(session).announce(session, Announcement.WORK)
     return promoted
@@ -98,7 +113,12 @@ def promote_due(session: Session, *, now: datetime | None = None) -> int:
 # Due rows are read in due order from ix_trainings_status_due_at: a claim's cost does not
 # grow with the rows still waiting out a back-off.
 _DUE_NOW = and_(Training.status == Status.QUEUED, Training.due_at <= bindparam("now"))
-_FIRST_DUE = select(Training.id).where(_DUE_NOW).order_by(Training.due_at, Training.id).limit(1)
+_FIRST_DUE = (
+    select(Training.id, Training.due_at)
+    .where(_DUE_NOW)
+    .order_by(Training.due_at, Training.id)
+    .limit(1)
+)
 _CLAIM = (
     update(TRAININGS)
     .where(Training.id == bindparam("claimed_id"), _DUE_NOW)
@@ -135,6 +155,8 @@ def claim_next(
     id. One short write transaction takes the row ``FOR UPDATE SKIP LOCKED`` and claims it:
     on PostgreSQL, claimers on other nodes skip the rows being claimed instead of waiting for
     them; SQLite has one writer at a time and needs no row lock. Returns None if none is due.
+    The training returned keeps the ``due_at`` it was claimed at (the claim clears the row's):
+    its dispatch latency is measured from it.
     """
     now = now or utcnow()
     first_due = _FIRST_DUE
@@ -147,9 +169,10 @@ def claim_next(
             return None
     while True:
         with writing(session):
-            training_id = session.scalar(first_due.with_for_update(skip_locked=True), params)
-            if training_id is None:
+            first = session.execute(first_due.with_for_update(skip_locked=True), params).first()
+            if first is None:
                 return None
+            training_id, due_at = first
             claimed = session.execute(
                 _CLAIM,
                 {
@@ -161,9 +184,10 @@ def claim_next(
             ).one_or_none()
             if claimed is not None:
                 outbox.record(session, WebhookEvent.STARTED, [(claimed.id, None)], now=now)
+                _log_after_commit(session, [claimed], Status.QUEUED, Status.RUNNING)
         if claimed is not None:
             # As it now is, outside the session (the run reads it in other threads).
-            return Training(**claimed._mapping)
+            return Training(**{**claimed._mapping, "due_at": due_at})
         # Cancelled or edited between the look and the claim: look again.
 
 
@@ -206,7 +230,7 @@ def _update_owned(
     with writing(session):
         if "status" in values:
             rows = session.execute(statement.returning(*_CHANGED), params).all()
-            changed = _record_changes(session, values["status"], rows, now)
+            changed = _record_changes(session, values["status"], rows, now, before=Status.RUNNING)
         else:  # a heartbeat: no event, no RETURNING
             changed = rows_changed(session.execute(statement, params))
         if announce is not None and changed:
@@ -302,7 +326,9 @@ def finish(
                         results.get("report_charts") or {},
                         now=now,
                     )
-                finished = _record_changes(session, Status.SUCCEEDED, rows, now)
+                finished = _record_changes(
+                    session, Status.SUCCEEDED, rows, now, before=Status.RUNNING
+                )
             return finished == 1
         except IntegrityError:
             continue  # a number taken by a writer outside the turn (an older release): again
@@ -398,7 +424,7 @@ def reap_expired(session: Session, *, policy: RetryPolicy, now: datetime | None 
                 .returning(*_CHANGED),
                 _owner(training_id, owner),
             ).all()
-            changed = _record_changes(session, outcome["status"], rows, now)
+            changed = _record_changes(session, outcome["status"], rows, now, before=Status.RUNNING)
             if changed:
                 database_of(session).announce(session, Announcement.LOOK)
         recovered += changed
@@ -409,6 +435,14 @@ def cancel_training(session: Session, training_id: int, *, now: datetime | None 
     """Cancel a training that has not finished; a running one is stopped by its supervisor."""
     now = now or utcnow()
     with writing(session):
+        # Its status first, under the row's lock (SQLite's write transaction is alone): what
+        # it is cancelled from, for its log line; the UPDATE returns the training, so this
+        # costs no statement more than reading it afterwards did.
+        was = session.scalar(
+            select(Training.status).where(Training.id == training_id).with_for_update()
+        )
+        if was is None:
+            raise NotFound()
         rows = session.execute(
             update(TRAININGS)
             .where(
@@ -416,13 +450,12 @@ def cancel_training(session: Session, training_id: int, *, now: datetime | None 
                 Training.status.in_((*PENDING_STATUSES, Status.RUNNING)),
             )
             .values(**_release(status=Status.CANCELLED, finished_at=now, updated_at=now))
-            .returning(*_CHANGED)
+            .returning(*TRAININGS.columns)
         ).all()
-        cancelled = _record_changes(session, Status.CANCELLED, rows, now)
-    training = get_training(session, training_id)
-    if cancelled == 0:
-        raise Conflict(f"a {training.status} training cannot be cancelled")
-    return training
+        _record_changes(session, Status.CANCELLED, rows, now, before=Status(was))
+    if not rows:
+        raise Conflict(f"a {was} training cannot be cancelled")
+    return Training(**rows[0]._mapping)
 
 
 def next_due_at(session: Session, *, now: datetime | None = None) -> datetime | None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from flask import Flask
 
-from . import db, queue, reports
+from . import db, metrics, queue, reports
 from .artifacts import publish, read_log
 from .children import EXIT_GRACE, Child, Children, Report
 from .fields import represent
@@ -124,15 +124,23 @@ class _Ended:
 
 
 class Runner:
-    """Runs claimed trainings, each in a child from ``children``; owned by a dispatcher."""
+    """Runs claimed trainings, each in a child from ``children``; owned by a dispatcher.
+    ``figures`` hears of each trainer's start (its dispatch latency)."""
 
     def __init__(
-        self, settings: RunSettings, database: db.Database, children: Children, shutdown: Shutdown
+        self,
+        settings: RunSettings,
+        database: db.Database,
+        children: Children,
+        shutdown: Shutdown,
+        *,
+        figures: metrics.Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
         self.children = children
         self.shutdown = shutdown
+        self.figures = figures
 
     def run(self, training: Training, owner: str) -> Outcome:
         """Run ``training``, claimed by ``owner``, to its end and record how it ended.
@@ -281,6 +289,8 @@ class _Run:
                     continue
                 if kind == Report.STARTED:
                     self.started_at = value
+                    if self.runner.figures is not None:
+                        self.runner.figures.run_began(self.training.due_at, value)
                     if receiver.poll():
                         continue  # a short run that said more: its start goes with its outcome
                     if not self._beat(started_at=value):

@@ -97,9 +97,15 @@ class ScheduleIn(Schema):
         unknown = RAISE
 
     name = fields.String(required=True, validate=[validate.Length(min=1, max=MAX_NAME), printable])
-    cron = fields.String(required=True, validate=[validate.Length(max=MAX_CRON), _valid_cron])
+    cron = fields.String(
+        required=True,
+        validate=[validate.Length(max=MAX_CRON), _valid_cron],
+        metadata={"examples": ["0 3 * * *", "*/15 * * * *"]},
+    )
     timezone = fields.String(
-        load_default="UTC", validate=[validate.Length(max=MAX_TIMEZONE), _valid_timezone]
+        load_default="UTC",
+        validate=[validate.Length(max=MAX_TIMEZONE), _valid_timezone],
+        metadata={"examples": ["UTC", "Europe/Madrid"]},
     )
     meta = MetaText(allow_none=True)
     version_prefix = fields.String(

@@ -23,7 +23,7 @@ from .allowed_hosts import AllowedHosts, HostRefused
 from .errors import InvalidParams, PathOutside
 from .fields import METRICS, READ_ONLY_NAMES, parse_timestamp
 from .formats import NOT_XML_CHARACTERS
-from .models import FINAL_EVENTS, WebhookEvent
+from .models import FINAL_EVENTS, Training, WebhookEvent
 from .paths import check_relative_path, resolve_inside
 from .trainers import load_trainer, params_from_meta, trainer_settings, validate_params
 
@@ -155,7 +155,15 @@ _SHOWN_AS: dict[training_fields.Kind, Any] = {
 }
 
 
-def _shown_field(field: training_fields.Field) -> fields.Field[Any]:
+def shown_field(field: training_fields.Field, model: Any) -> fields.Field[Any]:
+    """How a row's ``field`` is shown: typed by its kind, read-only when the service sets it,
+    null where the column of ``model`` may be (so the OpenAPI document says both)."""
+    # Every shown field is required: the representation always has it, null or not.
+    flags: dict[str, Any] = {
+        "dump_only": field.read_only,
+        "allow_none": model.__table__.c[field.column].nullable,
+        "required": True,
+    }
     if field.kind is training_fields.Kind.ID:  # ids are shown as strings, as documented
         column_id = field.column
 
@@ -163,7 +171,7 @@ def _shown_field(field: training_fields.Field) -> fields.Field[Any]:
             value = getattr(row, column_id)
             return None if value is None else str(value)
 
-        return fields.Function(shown_id, data_key=field.name)
+        return fields.Function(shown_id, data_key=field.name, metadata={"type": "string"}, **flags)
     if field.kind is training_fields.Kind.OBJECT:
         column = field.column
 
@@ -171,16 +179,21 @@ def _shown_field(field: training_fields.Field) -> fields.Field[Any]:
             text = getattr(training, column)
             return json.loads(text) if text else None
 
-        return fields.Function(parsed)
-    shown: fields.Field[Any] = _SHOWN_AS[field.kind](attribute=field.column, data_key=field.name)
+        return fields.Function(parsed, metadata={"type": "object"}, **flags)
+    if field.kind is training_fields.Kind.BOOLEAN:
+        return fields.Boolean(attribute=field.column, data_key=field.name, **flags)
+    shown: fields.Field[Any] = _SHOWN_AS[field.kind](
+        attribute=field.column, data_key=field.name, **flags
+    )
     return shown
 
 
 # A training as the API shows it, from the one field list. Responses are rendered by
 # fields.represent, which gives the same result faster (a test holds the two together);
-# this schema describes the representation to marshmallow's tools.
+# this schema describes the representation to marshmallow's tools (the OpenAPI document).
 TrainingOut = Schema.from_dict(
-    {field.name: _shown_field(field) for field in training_fields.FIELDS}, name="TrainingOut"
+    {field.name: shown_field(field, Training) for field in training_fields.FIELDS},
+    name="TrainingOut",
 )
 
 training_in = TrainingIn()
@@ -259,7 +272,11 @@ class WebhookIn(Schema):
     class Meta:
         unknown = RAISE
 
-    url = fields.String(required=True, validate=[validate.Length(min=1, max=2048), plain_text])
+    url = fields.String(
+        required=True,
+        validate=[validate.Length(min=1, max=2048), plain_text],
+        metadata={"examples": ["https://hooks.example.com/maia"]},
+    )
     events = EventNames(load_default=lambda: [str(event) for event in FINAL_EVENTS])
     enabled = fields.Boolean(load_default=True)
 

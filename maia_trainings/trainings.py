@@ -14,8 +14,16 @@ from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from . import outbox, reports
-from .db import Announcement, database_of, end_snapshot, reading, rows_changed, writing
+from . import logs, outbox, reports
+from .db import (
+    Announcement,
+    after_commit,
+    database_of,
+    end_snapshot,
+    reading,
+    rows_changed,
+    writing,
+)
 from .errors import Conflict, NotFound
 from .fields import EDITABLE_COLUMNS, PENDING_ONLY_COLUMNS, api_name
 from .models import (
@@ -158,6 +166,9 @@ def update_training(
             database_of(session).announce(session, _announcement(changes["status"]))
             if changes["status"] is Status.QUEUED and was == Status.SCHEDULED:
                 outbox.record(session, WebhookEvent.QUEUED, [(training_id, None)], now=now)
+            if was is not None and was != changes["status"]:
+                moved = (training_id, current.uuid, was, changes["status"], current.attempts)
+                after_commit(session, lambda: logs.transition(*moved))
     if rows_changed(result) == 0:
         get_training(session, training_id)  # raises NotFound if it was deleted meanwhile
         names = " and ".join(api_name(name) for name in pending_only)

@@ -28,6 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+# The browser tests' fixtures, defined here once: a fixture re-exported by each test module
+# would be a session fixture per module, and a second Playwright cannot start beside the first.
+from browser import chromium, chromium_page  # noqa: F401
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import create_engine, text

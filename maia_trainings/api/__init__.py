@@ -7,6 +7,17 @@ from flask import Blueprint
 bp = Blueprint("api", __name__)
 
 # The views register themselves on bp when imported.
-from . import health, models, reports, schedules, trainings, webhooks  # noqa: E402
+from . import docs, health, metrics, models, reports, schedules, tokens, trainings, webhooks  # noqa: E402
 
-__all__ = ["bp", "health", "models", "reports", "schedules", "trainings", "webhooks"]
+__all__ = [
+    "bp",
+    "docs",
+    "health",
+    "metrics",
+    "models",
+    "reports",
+    "schedules",
+    "tokens",
+    "trainings",
+    "webhooks",
+]

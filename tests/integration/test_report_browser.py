@@ -23,10 +23,6 @@ from test_executor import wait_finished
 
 from maia_trainings.trainers import report_page, validation
 
-# The browser's fixtures, where pytest finds them for this module's tests.
-chromium = browser.chromium
-chromium_page = browser.chromium_page
-
 # The aria-labels of the report's charts, in the page's order.
 CHARTS = (
     "ROC curve",

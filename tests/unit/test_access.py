@@ -34,7 +34,23 @@ KNOWN_RULES = {
     "/trainings/<training_id>/binary",
     "/healthz",
 }
-PUBLIC_ROUTES = {("/healthz", "GET")}
+# Public: health, the dashboard's page and files (its data comes from the guarded API), the
+# API's description and reference page, and /metrics (METRICS_PUBLIC is True by default).
+PUBLIC_ROUTES = {
+    ("/healthz", "GET"),
+    ("/", "GET"),
+    ("/dashboard/static/<path:filename>", "GET"),
+    ("/openapi.json", "GET"),
+    ("/docs", "GET"),
+    ("/docs/init.js", "GET"),
+    ("/docs/<path:filename>", "GET"),
+    ("/metrics", "GET"),
+}
+# A file each route with a file name serves, for the walk.
+FILES = {
+    "/dashboard/static/<path:filename>": "dashboard.js",
+    "/docs/<path:filename>": "swagger-ui.css",
+}
 # Writes nothing though it is a POST: scoring rows is reading the champion (read tokens may).
 READ_POSTS = {("/models/<model_name>/score", "POST")}
 RULE_ARGUMENT = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
@@ -67,6 +83,8 @@ def build_url(rule: str, training_id: str) -> str:
         name = match.group(1)
         if name == "model_name":
             return "default"
+        if name == "filename":
+            return FILES[rule]
         # Any id will do (a schedule's, a webhook's): the token is refused before it is looked up.
         assert name.endswith("_id"), f"the walk does not know how to fill <{name}> in {rule}"
         return training_id
