@@ -33,6 +33,10 @@ FINISHED = ("succeeded", "failed", "cancelled")
 # due time (bench: dispatch p50 about 10 ms); the margin is for a machine whose other test
 # worker drives a browser meanwhile (1.9 s was seen there; 1.5 s was the bound before).
 ON_TIME = timedelta(seconds=2.5)
+# Seconds within which a training that is due runs to its end "at once": far below the 60 s
+# POLL_INTERVAL these servers have, so a run that waited for the poll still fails; the rest is
+# room for a loaded machine (a server's first run also starts its fork server).
+AT_ONCE = 10
 # Settings every test starts from: no help from the periodic poll, short leases, quick stops.
 BASE_SETTINGS = {"POLL_INTERVAL": "60", "LEASE_SECONDS": "2", "SHUTDOWN_GRACE": "1"}
 
@@ -156,7 +160,7 @@ def test_a_created_training_runs_at_once_without_waiting_for_the_poll(serve):
     created = create(server, meta={"action": "ok"})
     assert created["status"] == "queued"
 
-    training = wait_finished(server, created["id"], timeout=3)
+    training = wait_finished(server, created["id"], timeout=AT_ONCE)
 
     assert training["status"] == "succeeded", training
     assert training["attempts"] == 1
@@ -173,7 +177,7 @@ def test_a_created_training_runs_at_once_without_waiting_for_the_poll(serve):
     started_at = parse_time(training["started_at"])
     finished_at = parse_time(training["finished_at"])
     assert created_at <= started_at <= finished_at
-    assert started_at - created_at < timedelta(seconds=3)
+    assert started_at - created_at < timedelta(seconds=AT_ONCE)
     # The model file was published where binaryPath says, and when published_at says.
     assert training["binaryPath"]
     assert training["published_at"] is not None
@@ -196,7 +200,7 @@ def test_a_scheduled_training_waits_for_its_time_then_runs_on_time(serve):
     assert before["started_at"] is None
     assert before["attempts"] == 0
 
-    training = wait_finished(server, created["id"], timeout=5)
+    training = wait_finished(server, created["id"], timeout=AT_ONCE)
     assert training["status"] == "succeeded", training
     started_at = parse_time(training["started_at"])
     assert started_at >= due
@@ -210,11 +214,11 @@ def test_schedules_made_in_any_order_each_run_on_time(serve):
     later = create(server, scheduled_at=iso(now + timedelta(seconds=2.5)))
     earlier = create(server, scheduled_at=iso(now + timedelta(seconds=1)))
     for created in (earlier, later):
-        training = wait_finished(server, created["id"], timeout=5)
+        training = wait_finished(server, created["id"], timeout=AT_ONCE)
         started = parse_time(training["started_at"])
         assert timedelta(0) <= started - parse_time(created["scheduled_at"]) <= ON_TIME
     last = create(server, scheduled_at=iso(datetime.now(UTC) + timedelta(seconds=1)))
-    training = wait_finished(server, last["id"], timeout=5)
+    training = wait_finished(server, last["id"], timeout=AT_ONCE)
     started = parse_time(training["started_at"])
     assert timedelta(0) <= started - parse_time(last["scheduled_at"]) <= ON_TIME
 
@@ -344,7 +348,7 @@ def test_a_run_longer_than_its_max_runtime_fails_as_timed_out(serve, tmp_path):
     record = tmp_path / "record.jsonl"
     created = create(server, meta={"seconds": 30, "max_runtime": 1, "record": str(record)})
 
-    training = wait_finished(server, created["id"], timeout=5)
+    training = wait_finished(server, created["id"], timeout=AT_ONCE)
 
     assert training["status"] == "failed", training
     assert "timed out" in training["error"]
@@ -391,7 +395,7 @@ def test_cancel_stops_a_running_training_and_cancels_waiting_ones(serve, tmp_pat
 
     # The freed worker runs new work, never the cancelled trainings.
     quick = create(server, meta={"action": "ok"})
-    assert wait_finished(server, quick["id"], timeout=5)["status"] == "succeeded"
+    assert wait_finished(server, quick["id"], timeout=AT_ONCE)["status"] == "succeeded"
     for tid in (running["id"], queued["id"], scheduled["id"]):
         assert fetch(server, tid)["status"] == "cancelled"
     assert [str(line["id"]) for line in records(record)] == [running["id"]]
@@ -528,7 +532,7 @@ def test_without_the_scheduler_trainings_wait_for_run_pending(serve, tmp_path):
 def test_the_log_holds_the_trainers_output(serve):
     server = serve()
     created = create(server, meta={"action": "ok"})
-    assert wait_finished(server, created["id"], timeout=3)["status"] == "succeeded"
+    assert wait_finished(server, created["id"], timeout=AT_ONCE)["status"] == "succeeded"
 
     status, content_type, body = request(server, "GET", f"/trainings/{created['id']}/log")
 
@@ -552,7 +556,7 @@ def test_progress_is_reported_while_a_training_runs(serve):
     during = wait_for(partway, 3, "progress between 0 and 1")
     assert during["started_at"] is not None
 
-    training = wait_finished(server, created["id"], timeout=5)
+    training = wait_finished(server, created["id"], timeout=AT_ONCE)
     assert training["status"] == "succeeded", training
     assert training["progress"] == 1
     status, _, body = request(server, "GET", f"/trainings/{created['id']}/log")
