@@ -44,6 +44,24 @@ def wait_until_finished(server, ids, timeout=60):
     raise AssertionError(f"trainings {ids} did not finish: {statuses}")
 
 
+def scrape_once_ended(server, ended, timeout=30):
+    """The figures once ``ended`` runs are counted as ended, and how many scrapes that took.
+
+    A run is counted when its worker has wrapped it up (reaped its process, logged its end), a
+    moment after its training's row shows how it ended: a scrape in between is not wrong, only
+    early, and Prometheus's next one sees the run.
+    """
+    deadline = time.monotonic() + timeout
+    scrapes = 0
+    while True:
+        figures = scrape(server)
+        scrapes += 1
+        counted = sum(v for (name, _), v in figures.items() if name == "maia_runs_ended_total")
+        if counted >= ended or time.monotonic() > deadline:
+            return figures, scrapes
+        time.sleep(0.05)
+
+
 DATABASE_FIGURES = ("maia_trainings", "maia_queue_depth", "maia_webhook_deliveries")
 
 
@@ -70,7 +88,7 @@ def test_the_figures_move_as_trainings_run(server_factory):
     assert value(waiting, "maia_queue_oldest_age_seconds") > 0
 
     wait_until_finished(server, [*ids, failing, timing_out])
-    after = scrape(server)
+    after, scrapes = scrape_once_ended(server, 5)
     assert value(after, "maia_trainings", status="queued") == 0
     assert value(after, "maia_queue_depth") == 0
     assert value(after, "maia_queue_oldest_age_seconds") == 0
@@ -109,7 +127,8 @@ def test_the_figures_move_as_trainings_run(server_factory):
     assert not any("/trainings/1" in dict(labels).get("route", "") for _name, labels in after)
     # The scrapes themselves are counted, and a path no route matches has one series.
     assert (
-        value(after, "maia_http_requests_total", method="GET", route="/metrics", status="200") == 2
+        value(after, "maia_http_requests_total", method="GET", route="/metrics", status="200")
+        == 2 + scrapes - 1
     )
     with _refused(404):
         urllib.request.urlopen(server.url + "/no/such/path", timeout=30)
@@ -189,7 +208,7 @@ def test_a_worker_node_serves_its_own_run_figures_on_its_metrics_port(
     ids = [api.post("/trainings")["id"] for _ in range(2)]
     wait_until_finished(api, ids)
 
-    on_worker = scrape(SimpleNamespace(url=f"http://127.0.0.1:{port}"))
+    on_worker, _ = scrape_once_ended(SimpleNamespace(url=f"http://127.0.0.1:{port}"), 2)
     on_api = scrape(api)
 
     assert value(on_worker, "maia_runs_started_total") == 2

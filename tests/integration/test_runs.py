@@ -459,7 +459,8 @@ def trainer_pid(record, process, timeout=20):
 def is_alive(pid):
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
+        # The process went between the open and the read: reaped, so not alive.
         return False
     return state not in ("Z", "X")
 
