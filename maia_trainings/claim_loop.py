@@ -136,7 +136,9 @@ class ClaimLoop:
             if housekeeping:
                 schedules.fire_due(session, now=self.clock(), grace=self.misfire_grace)
                 queue.promote_due(session, now=self.clock())
-                queue.reap_expired(session, policy=self.settings.retry, now=self.clock())
+                queue.reap_expired(
+                    session, policy=self.settings.retry, now=self.clock(), sparing=self.running()
+                )
             while self._busy < self.workers:
                 training = self._claim(session)
                 if training is None:

@@ -353,9 +353,10 @@ def run_pending_command(workers: int | None, limit: int | None, horizon: float) 
     def stop(_signum: int, _frame: object) -> None:
         shutdown.request(0 if shutdown.requested.is_set() else grace)
 
-    with db.database(app).session() as session:
+    database = db.database(app)
+    with database.session() as session:
         expected = listing.count_trainings(session, [Filter("status", "eq", (Status.QUEUED,))])
-    with _on_signals(stop), _FinishedReport(expected) as report:
+    with _on_signals(stop), _FinishedReport(expected, database) as report:
         outcomes = claim_loop.run_pending(
             app,
             workers=workers or int(app.config["WORKERS"]),
@@ -370,7 +371,9 @@ def run_pending_command(workers: int | None, limit: int | None, horizon: float) 
     sent = sender.deliver_due(app)
     if sent.attempted:
         click.echo(f"{sent.delivered} of {sent.attempted} webhook deliveries delivered.")
-    left_as = Counter(outcome.status if outcome else None for outcome in outcomes.values())
+    left_as = Counter(
+        report.left_as(tid, outcome) if outcome else None for tid, outcome in outcomes.items()
+    )
     click.echo(
         f"{len(outcomes)} trainings run: "
         f"{left_as[Status.SUCCEEDED]} succeeded, "
@@ -384,11 +387,30 @@ def run_pending_command(workers: int | None, limit: int | None, horizon: float) 
 class _FinishedReport:
     """A progress bar on a terminal; elsewhere (cron, logs) one line per finished training."""
 
-    def __init__(self, expected: int) -> None:
+    def __init__(self, expected: int, database: db.Database) -> None:
         self.interactive = sys.stdout.isatty()
         self.bar = click.progressbar(length=max(expected, 1), label="trainings", show_pos=True)
         self.lock = threading.Lock()
         self._stack = ExitStack()
+        self._database = database
+        self._lost: dict[int, Status | None] = {}
+
+    def left_as(self, training_id: int, outcome: Outcome) -> Status | None:
+        """The status a run left its training in; None for a cancelled one.
+
+        A run that lost its training (Outcome.status None) was cancelled, or was taken over:
+        its lease ran out (the process stalled past LEASE_SECONDS) and the training went back
+        to the queue for whichever process claims it next. The training's row tells which; a
+        takeover counts as back in the queue, so run-pending does not exit 0 on it.
+        """
+        if outcome.status is not None:
+            return outcome.status
+        if training_id not in self._lost:
+            with self._database.session() as session:
+                now = session.get(Training, training_id)
+            cancelled = now is None or now.status == Status.CANCELLED
+            self._lost[training_id] = None if cancelled else Status.QUEUED
+        return self._lost[training_id]
 
     def __enter__(self) -> _FinishedReport:
         if self.interactive:
@@ -401,8 +423,10 @@ class _FinishedReport:
     def finished(self, training: Training, outcome: Outcome) -> None:
         with self.lock:
             if not self.interactive:
-                status = outcome.status or Status.CANCELLED
-                click.echo(f"training {training.id} ({training.uuid}): {status}")
+                said: str = outcome.status or Status.CANCELLED
+                if outcome.status is None and self.left_as(training.id, outcome) is not None:
+                    said = "taken over (its lease ran out), back in the queue"
+                click.echo(f"training {training.id} ({training.uuid}): {said}")
                 return
             if self.bar.length is not None and self.bar.pos >= self.bar.length:
                 self.bar.length += 1

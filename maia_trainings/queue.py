@@ -12,7 +12,7 @@ rows' ids and callback_url, so a change nobody listens to costs no further state
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -401,8 +401,20 @@ def requeue(
     )
 
 
-def reap_expired(session: Session, *, policy: RetryPolicy, now: datetime | None = None) -> int:
-    """Recover trainings whose run died (lease expired): queue again or fail; returns how many."""
+def reap_expired(
+    session: Session,
+    *,
+    policy: RetryPolicy,
+    now: datetime | None = None,
+    sparing: Collection[int] = (),
+) -> int:
+    """Recover trainings whose run died (lease expired): queue again or fail; returns how many.
+
+    ``sparing``: the trainings the calling process runs now. Their runs are alive (a thread of
+    the caller supervises each): a lease that lapsed while a loaded machine took seconds to
+    start a run's child must not make its own process take the training away from itself.
+    Other processes still recover them when the caller stalls or dies.
+    """
     now = now or utcnow()
     with reading(session):
         expired = session.execute(
@@ -414,6 +426,8 @@ def reap_expired(session: Session, *, policy: RetryPolicy, now: datetime | None 
     for training_id, owner, attempts in expired:
         if owner is None:
             continue  # not a run's claim (edited by hand): nothing of ours to recover
+        if training_id in sparing:
+            continue
         outcome = _release(**policy.after_failure(attempts, EXPIRED_MESSAGE, now))
         with writing(session):
             # Still expired: a run that renewed its lease meanwhile is alive and left alone.

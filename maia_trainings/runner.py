@@ -344,19 +344,24 @@ class _Run:
         )
 
     def _succeed(self, result: dict[str, Any]) -> Outcome:
-        published = self.partial.exists()
         results = {**result, "log": self._log()}
         if result.get("report") is not None:
             # Drawn now, as the run ends: the page shows the charts this run saw.
             results["report_charts"] = reports.draw(result["report"])
         if not self.start_recorded:
             results["started_at"] = self.started_at
-        if published:
-            digest, size = publish(self.partial, self.final_path)
+        published = None
+        if self.partial.exists():
+            # The heartbeat just before the move renews the lease for the move and the finish:
+            # a run taken over while it hashed must not replace the new run's file (found on
+            # a loaded machine: a stalled run-pending's run, taken over, woke and published).
+            published = publish(self.partial, self.final_path, still_owned=self._beat)
+            if published is None:
+                return Outcome(Ending.SUCCEEDED, None)
             results.update(
                 binary_path=self.relative,
-                binary_sha256=digest,
-                binary_size=size,
+                binary_sha256=published.sha256,
+                binary_size=published.size,
             )
         # The file is in place whatever the policy: a challenger can be published later.
         finished = self.runner.transition(
@@ -368,7 +373,8 @@ class _Run:
         )
         if finished:
             return Outcome(Ending.SUCCEEDED, Status.SUCCEEDED)
-        # Cancelled while it finished: the model is not published after all.
-        if published:
-            self.final_path.unlink(missing_ok=True)
+        # Cancelled while it finished: the model is not published after all (unless another
+        # run has published its own file there since).
+        if published is not None:
+            published.remove_if_still_there(self.final_path)
         return Outcome(Ending.SUCCEEDED, None)

@@ -4,10 +4,12 @@ What run-pending decides before anything runs is in tests/unit/test_run_pending.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -17,6 +19,9 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLE_TRAINER, flask_command, server_env
 from helpers import create, fetch, run_pending, summary
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 from maia_trainings.fields import format_timestamp
 from maia_trainings.models import utcnow
@@ -516,3 +521,80 @@ def test_killing_run_pending_stops_its_training(app, client, auth, instance_path
         stop_leftovers(process, pid)
 
     assert not outlived, "the trainer kept running after run-pending was killed"
+
+
+def stop_between_writes(process, url, training_id):
+    """SIGSTOP ``process`` at a moment it holds no write lock (between two heartbeats): stopped
+    in the middle of a write it would block every other process (SQLite's one writer,
+    PostgreSQL's row lock), a stall of another kind than the lease's."""
+    for _ in range(100):
+        process.send_signal(signal.SIGSTOP)
+        if row_is_free(url, training_id):
+            return
+        process.send_signal(signal.SIGCONT)
+        time.sleep(0.03)
+    raise AssertionError("the process could not be stopped between two writes")
+
+
+def row_is_free(url, training_id):
+    """Whether another process could write the training's row now (within 0.2 s)."""
+    if url.startswith("sqlite:///"):
+        connection = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=0.2)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.rollback()
+            return True
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            connection.close()
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("SET LOCAL lock_timeout = '200ms'")
+            connection.execute(
+                text("SELECT id FROM trainings WHERE id = :id FOR UPDATE"), {"id": int(training_id)}
+            )
+        return True
+    except OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def test_a_run_pending_stalled_past_its_lease_loses_its_training_and_says_so(
+    app, client, auth, instance_path, tmp_path
+):
+    """A process that stalls past LEASE_SECONDS (a paused VM; SIGSTOP here) loses its training
+    to the next claimer. When it wakes it must neither publish its file over the new run's
+    (both write the same binaryPath) nor report a success or a cancel, and it exits 1."""
+    record = tmp_path / "record.jsonl"
+    created = create(client, auth, meta={"seconds": 1, "record": str(record)})
+    lease = {"LEASE_SECONDS": "1", "HEARTBEAT_INTERVAL": "0.2", "RETRY_DELAY": "0"}
+    stalled = start_run_pending(app, instance_path, **lease)
+    pid = None
+    try:
+        pid = trainer_pid(record, stalled)
+        stop_between_writes(stalled, app.config["DATABASE_URL"], created["id"])
+        time.sleep(1.5)  # its lease runs out; its trainer goes on and ends meanwhile
+        taker = start_run_pending(app, instance_path, **lease)
+        taken_output = taker.communicate(timeout=60)[0].decode()
+        stalled.send_signal(signal.SIGCONT)
+        stalled_output = stalled.communicate(timeout=60)[0].decode()
+    finally:
+        stalled.send_signal(signal.SIGCONT)
+        stop_leftovers(stalled, pid)
+
+    assert taker.returncode == 0, taken_output
+    assert stalled.returncode == 1, stalled_output
+    lines = stalled_output.strip().splitlines()
+    assert f"training {created['id']} ({created['uuid']}): taken over" in stalled_output
+    assert lines[-1] == "1 trainings run: 0 succeeded, 0 failed, 1 back in the queue, 0 cancelled."
+    body = fetch(client, auth, created["id"])
+    assert (body["status"], body["attempts"]) == ("succeeded", 2)
+    # The taker's model file is where the training says, whole: the stalled run's did not
+    # replace it, nor remove it.
+    published = models_dir(app) / body["binaryPath"]
+    assert hashlib.sha256(published.read_bytes()).hexdigest() == body["binarySha256"]
+    response = client.get(f"/trainings/{created['id']}/binary", headers=auth)
+    assert response.status_code == 200
