@@ -343,7 +343,8 @@ def top_command(once: bool, interval: float) -> None:
 def run_pending_command(workers: int | None, limit: int | None, horizon: float) -> None:
     """Run every due training in the foreground until none is left (safe beside a server).
 
-    Exits with 0 when every training it ran succeeded, 1 when any failed or was interrupted.
+    Exits with 0 when every training it ran succeeded, 1 when any failed, was interrupted or
+    was taken over by another process (this one stalled past its lease).
     """
     app = _app()
     _current_schema()

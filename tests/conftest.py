@@ -39,6 +39,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
 from maia_trainings import create_app, db, migrations, tokens
+from maia_trainings.models import Scope
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -359,19 +360,26 @@ def server_env(instance: Path, **settings: str) -> dict[str, str]:
     return env
 
 
+def make_server_token(instance: Path, url: str | None) -> str:
+    """A write token named "tester" on the database a server of ``instance`` uses (``url``, or
+    the instance's SQLite file), made as `trainings token create` makes it (the schema first,
+    on a new database) but in this process: another Python start per server cost a second or
+    two of CPU on a slow machine, a hundred times a run. The CLI's own tests run the command."""
+    app = _testing_app(url or f"sqlite:///{instance / 'trainings.sqlite3'}", instance)
+    database = db.database(app)
+    try:
+        migrations.ensure_current(database)
+        return make_token(app, "tester", Scope.WRITE)
+    finally:
+        database.dispose()
+
+
 def start_server(instance: Path, token: str | None = None, **settings: str) -> Server:
     """Serve ``instance`` with waitress in a subprocess; makes a token unless one is given."""
     env = server_env(instance, **settings)
     instance.mkdir(parents=True, exist_ok=True)
     if token is None:
-        out = subprocess.run(
-            flask_command("trainings", "token", "create", "tester"),
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        token = out.strip().splitlines()[-1]
+        token = make_server_token(instance, settings.get("DATABASE_URL"))
     port = free_port()
     log_path = instance / "server.log"
     with log_path.open("ab") as log:
