@@ -18,17 +18,24 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+from . import config
 
-from . import auth, cli, config, db, error_handlers, headers, logs, metrics, scorer
-from .api import bp
-from .dashboard import bp as dashboard_bp
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: package defaults, then instance/config.py, MAIA_* variables, test_config."""
+    # Imported here, not at the top: every run's child comes from a fork server that preloads
+    # this package, and needs none of the web parts (measured: see the commit).
+    from flask import Flask
+
+    from . import auth, cli, db, error_handlers, headers, logs, metrics, scorer
+    from .api import bp
+    from .dashboard import bp as dashboard_bp
+
     instance_path = os.environ.get("MAIA_INSTANCE_PATH")
     app = Flask(
         __name__,
