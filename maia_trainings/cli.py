@@ -17,7 +17,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from marshmallow import ValidationError
 from prometheus_client import start_http_server
-from rich.console import Console
+from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 
 from . import (
@@ -34,7 +34,6 @@ from . import (
     sender,
     server,
     tokens,
-    top,
 )
 from .errors import SchemaNotCurrent, ServiceError
 from .fields import format_timestamp, represent
@@ -288,7 +287,6 @@ def worker_command(workers: int | None, metrics_port: int | None, metrics_host: 
     sender.start(app)
     if metrics_port is not None:
         figures = metrics.of(app)
-        assert figures is not None
         # prometheus-client's own server, in a thread: the runs this node makes are counted
         # here and nowhere else, so they must be scraped here.
         start_http_server(metrics_port, addr=metrics_host, registry=figures.registry)
@@ -326,6 +324,11 @@ def worker_command(workers: int | None, metrics_port: int | None, metrics_host: 
 def top_command(once: bool, interval: float) -> None:
     """Watch the queue: counts by status, running trainings with their progress, the oldest
     queued; refreshed every INTERVAL seconds until Ctrl-C."""
+    # rich is for this command only: every server and command imports this module.
+    from rich.console import Console
+
+    from . import top
+
     top.watch(db.database(), once=once, interval=interval, console=Console())
 
 
@@ -407,9 +410,9 @@ class _FinishedReport:
         if outcome.status is not None:
             return outcome.status
         if training_id not in self._lost:
-            with self._database.session() as session:
-                now = session.get(Training, training_id)
-            cancelled = now is None or now.status == Status.CANCELLED
+            with self._database.session() as session, db.reading(session):
+                now = session.scalar(select(Training.status).where(Training.id == training_id))
+            cancelled = now is None or now == Status.CANCELLED
             self._lost[training_id] = None if cancelled else Status.QUEUED
         return self._lost[training_id]
 

@@ -166,15 +166,13 @@ def _finish(response: Response) -> Response:
     return response
 
 
-def transition(
-    training_id: int, uuid_: str, before: str | None, after: str, attempt: int | None
-) -> None:
-    """Log a training's change of status (``before`` None: it was created in ``after``)."""
+def transition(training_id: int, uuid_: str, before: str, after: str, attempt: int | None) -> None:
+    """Log a training's change of status."""
     transitions_log.info(
         "training %s (%s): %s -> %s, attempt %s",
         training_id,
         uuid_,
-        before or "-",
+        before,
         after,
         attempt,
         extra={

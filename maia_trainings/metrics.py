@@ -186,14 +186,14 @@ class Metrics:
         return encode(self.registry), content_type
 
 
-def of(app: Flask) -> Metrics | None:
-    """The app's metrics (None for an app built without them)."""
-    found: Metrics | None = app.extensions.get(EXTENSION)
+def of(app: Flask) -> Metrics:
+    """The app's metrics (create_app always makes them)."""
+    found: Metrics = app.extensions[EXTENSION]
     return found
 
 
 def _observe_request(response: Response) -> Response:
-    metrics: Metrics = current_app.extensions[EXTENSION]
+    metrics = of(current_app)
     method = request.method if request.method in KNOWN_METHODS else "other"
     route = logs.route_template()
     metrics.http_requests.labels(method, route, str(response.status_code)).inc()

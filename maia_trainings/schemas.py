@@ -152,6 +152,7 @@ _SHOWN_AS: dict[training_fields.Kind, Any] = {
     training_fields.Kind.NUMBER: fields.Float,
     training_fields.Kind.TEXT: fields.String,
     training_fields.Kind.DATETIME: Timestamp,
+    training_fields.Kind.BOOLEAN: fields.Boolean,
 }
 
 
@@ -180,8 +181,6 @@ def shown_field(field: training_fields.Field, model: Any) -> fields.Field[Any]:
             return json.loads(text) if text else None
 
         return fields.Function(parsed, metadata={"type": "object"}, **flags)
-    if field.kind is training_fields.Kind.BOOLEAN:
-        return fields.Boolean(attribute=field.column, data_key=field.name, **flags)
     shown: fields.Field[Any] = _SHOWN_AS[field.kind](
         attribute=field.column, data_key=field.name, **flags
     )
